@@ -1,0 +1,207 @@
+//! The bus file: two decimal keys, one per line, naming the semaphore array
+//! and the shared memory segment; plus where random buses live and how
+//! their names and keys are drawn.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::sys::{self, Key};
+
+/// The two keys a bus file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keys {
+    /// Key of the semaphore array (line 1).
+    pub sem: Key,
+    /// Key of the shared memory segment (line 2).
+    pub shm: Key,
+}
+
+/// A bus file is a few dozen bytes; anything much larger is not one.
+const MAX_FILE_LEN: u64 = 4096;
+
+/// The mode of a new bus file and of the IPC objects.
+pub(crate) const DEFAULT_MODE: u32 = 0o600;
+
+/// Maps an I/O error on the bus file at `path` to the crate's error.
+pub(crate) fn file_error(path: &Path, context: &str, err: io::Error) -> Error {
+    match err.kind() {
+        io::ErrorKind::NotFound => Error::NotFound { path: path.into() },
+        io::ErrorKind::AlreadyExists => Error::AlreadyExists { path: path.into() },
+        io::ErrorKind::PermissionDenied => Error::PermissionDenied {
+            path: path.into(),
+            what: "bus file",
+        },
+        _ => Error::os(format!("{}: {context}", path.display()), err),
+    }
+}
+
+/// Reads and parses the bus file at `path`.
+pub fn read(path: &Path) -> Result<Keys> {
+    let file = fs::File::open(path).map_err(|e| file_error(path, "open", e))?;
+    let meta = file.metadata().map_err(|e| file_error(path, "stat", e))?;
+    let invalid = |reason: String| Error::InvalidBusFile {
+        path: path.into(),
+        reason,
+    };
+    if !meta.is_file() {
+        return Err(invalid("not a regular file".into()));
+    }
+    let mut text = Vec::new();
+    file.take(MAX_FILE_LEN + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| file_error(path, "read", e))?;
+    if text.len() as u64 > MAX_FILE_LEN {
+        return Err(invalid(format!("larger than {MAX_FILE_LEN} bytes")));
+    }
+    parse(&text).map_err(invalid)
+}
+
+/// Parses the contents of a bus file: each of the first two lines starts
+/// with a decimal key, read like C's `atoll`. Unlike `atoll`, a line with no
+/// digits or a key of 0 is refused: key 0 is `IPC_PRIVATE`, which would make
+/// `semget` create a fresh private array instead of opening the bus.
+pub fn parse(text: &[u8]) -> std::result::Result<Keys, String> {
+    let mut lines = text.split(|&b| b == b'\n');
+    let mut key = |which: &str| -> std::result::Result<Key, String> {
+        let line = lines
+            .next()
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| format!("missing {which} key line"))?;
+        parse_key(line).ok_or_else(|| {
+            format!(
+                "{which} key line {:?} is not a key in 1..={}",
+                String::from_utf8_lossy(line),
+                Key::MAX
+            )
+        })
+    };
+    let sem = key("semaphore")?;
+    let shm = key("shared memory")?;
+    Ok(Keys { sem, shm })
+}
+
+/// `atoll`-like: optional leading blanks and sign, then digits; the rest of
+/// the line is ignored. `None` unless the value is a valid non-zero key.
+fn parse_key(line: &[u8]) -> Option<Key> {
+    let s = std::str::from_utf8(line).ok()?;
+    let s = s.trim_start_matches([' ', '\t', '\r', '\x0b', '\x0c']);
+    let (negative, digits) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    let value: i64 = digits[..end].parse().ok()?;
+    let value = if negative { -value } else { value };
+    Key::try_from(value).ok().filter(|&k| k != 0)
+}
+
+/// The file's contents for `keys`: `"<sem>\n<shm>\n"`.
+pub fn format(keys: Keys) -> String {
+    format!("{}\n{}\n", keys.sem, keys.shm)
+}
+
+/// Creates the file at `path` with `O_CREAT|O_EXCL` and mode 0600.
+pub(crate) fn create_exclusive(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(DEFAULT_MODE)
+        .open(path)
+}
+
+/// Writes `keys` into a freshly created bus file.
+pub(crate) fn write_keys(mut file: &fs::File, keys: Keys) -> io::Result<()> {
+    file.write_all(format(keys).as_bytes())?;
+    file.sync_data()
+}
+
+/// The directory of random buses: `$XDG_RUNTIME_DIR/bus`, or `/run/bus`
+/// when the variable is unset or empty.
+pub fn runtime_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => Path::new(&dir).join("bus"),
+        _ => PathBuf::from("/run/bus"),
+    }
+}
+
+/// `mkdir -p` with mode 0755 for the directories it creates.
+pub(crate) fn make_dirs(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)
+}
+
+const NAME_CHARS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// `random.` followed by 30 characters from `[0-9a-zA-Z]`.
+pub(crate) fn random_name() -> io::Result<String> {
+    let mut bytes = [0u8; 30];
+    sys::random_bytes(&mut bytes)?;
+    let mut name = String::from("random.");
+    // 256 is 4 * 62 + 8: the bias of `% 62` is under 1 in 31, harmless for a
+    // name whose only job is not to collide (collisions are retried).
+    name.extend(bytes.iter().map(|b| NAME_CHARS[*b as usize % NAME_CHARS.len()] as char));
+    Ok(name)
+}
+
+/// A random key in `1 ..= 2^30 - 1` (never `IPC_PRIVATE`).
+pub(crate) fn random_key() -> io::Result<Key> {
+    loop {
+        let mut bytes = [0u8; 4];
+        sys::random_bytes(&mut bytes)?;
+        let key = (u32::from_ne_bytes(bytes) & ((1 << 30) - 1)) as Key;
+        if key != 0 {
+            return Ok(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_protocol_example() {
+        assert_eq!(
+            parse(b"803254122\n117718531\n"),
+            Ok(Keys {
+                sem: 803254122,
+                shm: 117718531
+            })
+        );
+    }
+
+    #[test]
+    fn parses_like_atoll() {
+        assert_eq!(parse(b"  12abc\n+34 \n").unwrap(), Keys { sem: 12, shm: 34 });
+    }
+
+    #[test]
+    fn refuses_garbage_and_zero() {
+        assert!(parse(b"").unwrap_err().contains("missing semaphore"));
+        assert!(parse(b"12\n").unwrap_err().contains("missing shared memory"));
+        assert!(parse(b"hello\n12\n").unwrap_err().contains("semaphore key line"));
+        assert!(parse(b"0\n12\n").is_err());
+        assert!(parse(b"12\n99999999999\n").is_err());
+    }
+
+    #[test]
+    fn formats_two_lines() {
+        assert_eq!(format(Keys { sem: 1, shm: 2 }), "1\n2\n");
+    }
+
+    #[test]
+    fn random_names_and_keys_follow_the_rules() {
+        let name = random_name().unwrap();
+        assert_eq!(name.len(), 37);
+        assert!(name[7..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        for _ in 0..1000 {
+            let k = random_key().unwrap();
+            assert!((1..(1 << 30)).contains(&k));
+        }
+    }
+}

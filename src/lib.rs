@@ -1,0 +1,48 @@
+//! # bus
+//!
+//! A daemonless broadcast bus between processes on one machine, wire
+//! compatible with the original C `libbus`: a bus is a small file naming a
+//! System V semaphore array and a 2048-byte shared memory segment
+//! (PROTOCOL.md).
+//!
+//! ```no_run
+//! use bus::{Access, Bus, Event, Flow, Message};
+//! # fn main() -> bus::Result<()> {
+//! let path = bus::create(None, false)?;          // a random bus
+//! let listener = Bus::open(&path, Access::ReadOnly)?;
+//! std::thread::spawn(move || {
+//!     listener.read(|event| match event {
+//!         Event::Listening => Flow::Continue,
+//!         Event::Message(m) => { println!("{}", String::from_utf8_lossy(m)); Flow::Stop }
+//!     })
+//! });
+//! let writer = Bus::open(&path, Access::Write)?;
+//! writer.write(&Message::from_this_process("hello")?)?;
+//! bus::unlink(&path)?;
+//! # Ok(()) }
+//! ```
+//!
+//! Listeners are immune to the races of the original listener (re-arm,
+//! barrier, join), whoever the writers are; writers shield original C
+//! listeners from their re-arm race.
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+mod admin;
+mod bus;
+pub mod busfile;
+mod error;
+mod listener;
+mod message;
+mod sys;
+mod wait;
+mod writer;
+
+pub use crate::admin::{chmod, chown, create, normalise_mode, stat, unlink, Status};
+pub use crate::bus::{Access, Bus};
+pub use crate::error::{Error, Result};
+pub use crate::listener::{Event, Flow, Poller, ReadOptions};
+pub use crate::message::{Message, MAX_MESSAGE_LEN};
+pub use crate::sys::MEMORY_SIZE;
+pub use crate::wait::{reap_children_automatically, Clock, Deadline, StopToken};
+pub use crate::writer::WriteOptions;

@@ -1,0 +1,260 @@
+//! Listening: the read loop with a callback and the poller, both built on a
+//! race-free membership (PROTOCOL.md, "how to be immune to them").
+//!
+//! A membership is in one of three states:
+//! - `Armed`: counted in S and has raised Q (waiting for a writer to zero
+//!   it);
+//! - `Acked`: has copied the message and made `{V(W), P(S)}`: not counted,
+//!   holding W raised so no writer can start until it re-arms;
+//! - `Out`: not on the bus.
+//!
+//! Each transition is one atomic `semop`, which is what closes the races of
+//! the original listener:
+//! - join is `{Z(N), V(S), V(Q)}`: counted only while no message is in
+//!   flight, and armed the moment it is counted (join race, and re-arm race
+//!   at start-up);
+//! - re-arm is `{Z(N), V(S), P(W), V(Q)}`: W is lowered in the same call
+//!   that raises Q, so no writer passes `Z(W)` before this listener waits
+//!   on Q (re-arm race); `Z(N)` replaces the original's `Z(S)`, because the
+//!   writer lowers N only after its own `Z(S)`, and N cannot rise again
+//!   before every listener has lowered W (barrier race).
+//!
+//! The acknowledgement `{V(W), P(S)}` is made right after copying the
+//! message, before the callback runs, so a broadcast returns as soon as
+//! every listener has its copy; the next writer still waits (on W) for
+//! this listener to re-arm.
+
+use crate::bus::sem::{p, v, z, N, Q, S, W};
+use crate::bus::Bus;
+use crate::error::{Error, Result};
+use crate::wait::{Deadline, Limits, Mode, StopToken};
+
+/// What a read callback is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// The listener is now counted on the bus: every broadcast that starts
+    /// from now on will reach it. Sent once, first.
+    Listening,
+    /// A message, as broadcast (without its NUL).
+    Message(&'a [u8]),
+}
+
+/// What a read callback answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep listening.
+    Continue,
+    /// Leave the bus and return `Ok(())` from the read.
+    Stop,
+}
+
+/// How a listener may wait.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadOptions<'a> {
+    /// Give up with [`Error::TimedOut`] at this deadline (covers joining
+    /// and every wait for a message).
+    pub deadline: Option<Deadline>,
+    /// Leave the bus with [`Error::Interrupted`] when this token is stopped.
+    pub stop: Option<&'a StopToken>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Armed,
+    Acked,
+    Out,
+}
+
+/// A listener's presence on a bus; leaving is `Drop`.
+#[derive(Debug)]
+struct Membership<'a> {
+    bus: &'a Bus,
+    state: State,
+}
+
+impl<'a> Membership<'a> {
+    fn join(bus: &'a Bus, mode: Mode, limits: &Limits<'_>) -> Result<Membership<'a>> {
+        bus.op(&[z(N), v(S, true), v(Q, false)], mode, limits)?;
+        Ok(Membership {
+            bus,
+            state: State::Armed,
+        })
+    }
+
+    /// From `Armed`: waits for a writer to release us, copies the message
+    /// into `buf` and acknowledges it. On failure, stays `Armed`.
+    fn take(&mut self, mode: Mode, limits: &Limits<'_>, buf: &mut Vec<u8>) -> Result<()> {
+        debug_assert_eq!(self.state, State::Armed);
+        self.bus.op(&[z(Q)], mode, limits)?;
+        // No writer touches the segment until we lower W again.
+        self.bus.mem.read_message(buf);
+        // Neither operation can block: we are counted in S.
+        self.bus
+            .op(&[v(W, true), p(S, true)], Mode::Untimed, &Limits::default())?;
+        self.state = State::Acked;
+        Ok(())
+    }
+
+    /// From `Acked`: counts us again and re-arms, once the writer is done.
+    fn rearm(&mut self, mode: Mode, limits: &Limits<'_>) -> Result<()> {
+        debug_assert_eq!(self.state, State::Acked);
+        self.bus
+            .op(&[z(N), v(S, true), p(W, true), v(Q, false)], mode, limits)?;
+        self.state = State::Armed;
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        let none = Limits::default();
+        // Errors are ignored: a removed bus has nothing to leave.
+        match self.state {
+            State::Armed => {
+                // Take back our Q as well, unless a writer has zeroed it
+                // (then it waits for our P(S), which releases it).
+                if self
+                    .bus
+                    .op(&[p(S, true), p(Q, false)], Mode::NoWait, &none)
+                    .is_err()
+                {
+                    let _ = self.bus.op(&[p(S, true)], Mode::NoWait, &none);
+                }
+            }
+            State::Acked => {
+                let _ = self.bus.op(&[p(W, true)], Mode::NoWait, &none);
+            }
+            State::Out => {}
+        }
+        self.state = State::Out;
+    }
+}
+
+impl Drop for Membership<'_> {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl Bus {
+    /// Listens until `callback` returns [`Flow::Stop`]. The callback is
+    /// called once with [`Event::Listening`], then with each message.
+    #[doc(alias = "bus_read")]
+    pub fn read<F>(&self, callback: F) -> Result<()>
+    where
+        F: FnMut(Event<'_>) -> Flow,
+    {
+        self.read_with(&ReadOptions::default(), callback)
+    }
+
+    /// Like [`Bus::read`], giving up with [`Error::TimedOut`] at `deadline`.
+    #[doc(alias = "bus_read_timed")]
+    pub fn read_timed<F>(&self, deadline: impl Into<Deadline>, callback: F) -> Result<()>
+    where
+        F: FnMut(Event<'_>) -> Flow,
+    {
+        let options = ReadOptions {
+            deadline: Some(deadline.into()),
+            ..ReadOptions::default()
+        };
+        self.read_with(&options, callback)
+    }
+
+    /// Listens with explicit options.
+    pub fn read_with<F>(&self, options: &ReadOptions<'_>, mut callback: F) -> Result<()>
+    where
+        F: FnMut(Event<'_>) -> Flow,
+    {
+        let limits = Limits {
+            deadline: options.deadline,
+            stop: options.stop,
+            spin: self.spin,
+        };
+        let mut member = Membership::join(self, Mode::Timed, &limits)?;
+        if callback(Event::Listening) == Flow::Stop {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(crate::sys::MEMORY_SIZE);
+        loop {
+            member.take(Mode::Timed, &limits, &mut buf)?;
+            if callback(Event::Message(&buf)) == Flow::Stop {
+                return Ok(());
+            }
+            // Only the waits before a message is taken are timed.
+            member.rearm(Mode::Untimed, &limits)?;
+        }
+    }
+
+    /// Starts listening without a callback: the returned poller is counted
+    /// on the bus until it is dropped.
+    #[doc(alias = "bus_poll_start")]
+    pub fn poller(&self) -> Result<Poller<'_>> {
+        self.poller_with(&ReadOptions::default())
+    }
+
+    /// Like [`Bus::poller`]; the options bound the join (which waits for a
+    /// broadcast in flight to finish) and every later poll's stop token.
+    pub fn poller_with<'a>(&'a self, options: &ReadOptions<'a>) -> Result<Poller<'a>> {
+        let limits = Limits {
+            deadline: options.deadline,
+            stop: options.stop,
+            spin: self.spin,
+        };
+        let member = Membership::join(self, Mode::Timed, &limits)?;
+        Ok(Poller {
+            member,
+            stop: options.stop,
+            buf: Vec::with_capacity(crate::sys::MEMORY_SIZE),
+        })
+    }
+}
+
+/// A listener without a callback: counted on the bus from
+/// [`Bus::poller`] until drop ([`Poller::stop`]), it receives each message
+/// through [`Poller::poll`] and its variants. Every broadcast made while it
+/// exists is returned by a poll, in order; a writer waits for the poller's
+/// next poll before the following broadcast can start.
+#[derive(Debug)]
+pub struct Poller<'a> {
+    member: Membership<'a>,
+    stop: Option<&'a StopToken>,
+    buf: Vec<u8>,
+}
+
+impl Poller<'_> {
+    /// Waits for the next message.
+    #[doc(alias = "bus_poll")]
+    pub fn poll(&mut self) -> Result<&[u8]> {
+        self.poll_in(Mode::Untimed, None)
+    }
+
+    /// Returns the next message if one is waiting, else
+    /// [`Error::WouldBlock`] without blocking.
+    pub fn poll_nowait(&mut self) -> Result<&[u8]> {
+        self.poll_in(Mode::NoWait, None)
+    }
+
+    /// Waits for the next message until `deadline` ([`Error::TimedOut`]).
+    #[doc(alias = "bus_poll_timed")]
+    pub fn poll_timed(&mut self, deadline: impl Into<Deadline>) -> Result<&[u8]> {
+        self.poll_in(Mode::Timed, Some(deadline.into()))
+    }
+
+    fn poll_in(&mut self, mode: Mode, deadline: Option<Deadline>) -> Result<&[u8]> {
+        let limits = Limits {
+            deadline,
+            stop: self.stop,
+            spin: self.member.bus.spin,
+        };
+        if self.member.state == State::Acked {
+            self.member.rearm(mode, &limits)?;
+        }
+        if self.member.state == State::Out {
+            return Err(Error::Interrupted);
+        }
+        self.member.take(mode, &limits, &mut self.buf)?;
+        Ok(&self.buf)
+    }
+
+    /// Leaves the bus (same as dropping the poller).
+    #[doc(alias = "bus_poll_stop")]
+    pub fn stop(self) {}
+}

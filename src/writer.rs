@@ -1,0 +1,170 @@
+//! The broadcast sequence (PROTOCOL.md, "write"), with the shield that
+//! protects original C listeners from their re-arm race.
+
+use std::time::Duration;
+
+use crate::bus::sem::{p, v, z, N, Q, S, W, X};
+use crate::bus::{Access, Bus};
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::sys::SemOp;
+use crate::wait::{ipc_error, Deadline, Limits, Mode, StopToken};
+
+/// How a broadcast may wait.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteOptions<'a> {
+    /// Fail with [`Error::WouldBlock`] if another process is broadcasting.
+    pub nowait: bool,
+    /// Give up at this deadline: [`Error::TimedOut`] before the message was
+    /// published, [`Error::TimedOutAfterPublish`] after.
+    pub deadline: Option<Deadline>,
+    /// Give up with [`Error::Interrupted`] when this token is stopped.
+    pub stop: Option<&'a StopToken>,
+}
+
+/// How long the shield waits for Q >= S before it looks at S again.
+const SHIELD_SLICE: Duration = Duration::from_millis(5);
+
+impl Bus {
+    /// Broadcasts `message` to every listener and returns once each has
+    /// taken its copy.
+    #[doc(alias = "bus_write")]
+    pub fn write(&self, message: &Message) -> Result<()> {
+        self.write_with(message, &WriteOptions::default())
+    }
+
+    /// Like [`Bus::write`], but fails at once with [`Error::WouldBlock`]
+    /// if another process holds the bus (`BUS_NOWAIT`).
+    pub fn write_nowait(&self, message: &Message) -> Result<()> {
+        self.write_with(
+            message,
+            &WriteOptions {
+                nowait: true,
+                ..WriteOptions::default()
+            },
+        )
+    }
+
+    /// Like [`Bus::write`] with a deadline (a [`Deadline`] or a
+    /// [`std::time::Duration`] from now) covering every wait.
+    #[doc(alias = "bus_write_timed")]
+    pub fn write_timed(&self, message: &Message, deadline: impl Into<Deadline>) -> Result<()> {
+        self.write_with(
+            message,
+            &WriteOptions {
+                deadline: Some(deadline.into()),
+                ..WriteOptions::default()
+            },
+        )
+    }
+
+    /// Broadcasts with explicit options.
+    pub fn write_with(&self, message: &Message, options: &WriteOptions<'_>) -> Result<()> {
+        if self.access() != Access::Write {
+            return Err(Error::os(
+                format!("{}: broadcast", self.path().display()),
+                std::io::Error::from_raw_os_error(libc::EBADF),
+            ));
+        }
+        let limits = Limits {
+            deadline: options.deadline,
+            stop: options.stop,
+            spin: self.spin,
+        };
+        // Steps 1-2: take the writer lock, then wait for listeners to finish
+        // re-registering. Done in one call unless no-wait only applies to X.
+        if options.nowait {
+            self.op(&[p(X, true)], Mode::NoWait, &limits)?;
+            if let Err(e) = self.op(&[z(W)], Mode::Timed, &limits) {
+                self.release(false);
+                return Err(e);
+            }
+        } else {
+            self.op(&[p(X, true), z(W)], Mode::Timed, &limits)?;
+        }
+        let mut published = false;
+        let result = self.broadcast_locked(message, &limits, &mut published);
+        self.release(published);
+        result
+    }
+
+    /// Steps 3-6, with X held. Sets `published` once Q has been zeroed.
+    fn broadcast_locked(
+        &self,
+        message: &Message,
+        limits: &Limits<'_>,
+        published: &mut bool,
+    ) -> Result<()> {
+        self.shield(limits)?;
+        self.mem.write_message(message.as_bytes());
+        self.op(&[v(N, true)], Mode::Untimed, &Limits::default())?;
+        *published = true;
+        // Step 5: zeroing Q releases every listener waiting on it.
+        self.sem
+            .set_value(Q, 0)
+            .map_err(|e| ipc_error(self.path(), "SETVAL", e))?;
+        // Step 6: every listener has its copy once S is 0.
+        match self.op(&[z(S)], Mode::Timed, limits) {
+            Err(Error::TimedOut) => Err(Error::TimedOutAfterPublish),
+            other => other,
+        }
+    }
+
+    /// Waits until Q >= S, i.e. every counted listener is waiting for Q to
+    /// be zeroed. Our listeners always are by now (they raise Q in the same
+    /// call that counts them); an original C listener raises Q in a
+    /// separate call after letting writers in, and zeroing Q before that
+    /// call would leave it waiting forever (the re-arm race). Done before
+    /// the message is copied, so a writer that times out here has written
+    /// nothing any listener can see.
+    fn shield(&self, limits: &Limits<'_>) -> Result<()> {
+        loop {
+            let values = self
+                .sem
+                .get_all()
+                .map_err(|e| ipc_error(self.path(), "GETALL", e))?;
+            let s = values[usize::from(S)];
+            if values[usize::from(Q)] >= s {
+                return Ok(());
+            }
+            // Wait for Q >= s ({Q -= s, Q += s} blocks until it can lower Q
+            // by s, then puts it back), briefly: listeners may join or leave
+            // meanwhile, so S is read again after each slice.
+            let s = i16::try_from(s).unwrap_or(i16::MAX);
+            let ops = [
+                SemOp { index: Q, delta: -s, undo: false },
+                SemOp { index: Q, delta: s, undo: false },
+            ];
+            let slice = Deadline::after(SHIELD_SLICE);
+            let bounded = Limits {
+                deadline: Some(match limits.deadline {
+                    Some(d) if d.remaining() < slice.remaining() => d,
+                    _ => slice,
+                }),
+                ..*limits
+            };
+            match self.op(&ops, Mode::Timed, &bounded) {
+                Ok(()) => return Ok(()),
+                Err(Error::TimedOut) => {
+                    if limits.deadline.is_some_and(|d| d.remaining().is_none()) {
+                        return Err(Error::TimedOut);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Steps 7-8 (or the undo after an error): lower N if it was raised,
+    /// and release the writer lock, in one call. Neither can block: both
+    /// semaphores were raised by this process.
+    fn release(&self, published: bool) {
+        let ops: &[SemOp] = if published {
+            &[p(N, true), v(X, true)]
+        } else {
+            &[v(X, true)]
+        };
+        // If the bus was removed there is nothing left to release.
+        let _ = self.op(ops, Mode::Untimed, &Limits::default());
+    }
+}
