@@ -94,6 +94,19 @@ impl Bus {
         self.keys
     }
 
+    /// The semaphore array's identifier (as `semget` returned it), for
+    /// callers that speak C (`bus_t.sem_id`).
+    pub fn semaphore_id(&self) -> i32 {
+        self.sem.raw()
+    }
+
+    /// Where the segment is attached in this process (`bus_t.message`). A
+    /// distinct address for every open `Bus`; only the protocol may say
+    /// when its bytes can be read.
+    pub fn memory_address(&self) -> *const u8 {
+        self.mem.address()
+    }
+
     /// How the bus was opened.
     pub fn access(&self) -> Access {
         self.access

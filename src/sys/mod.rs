@@ -153,6 +153,11 @@ impl SemId {
         cvt(r as libc::c_int).map(drop)
     }
 
+    /// The raw identifier.
+    pub fn raw(self) -> libc::c_int {
+        self.0
+    }
+
     /// Reads the values of all semaphores of the array.
     #[doc(alias = "GETALL")]
     pub fn get_all(self) -> io::Result<[u16; SEMAPHORES]> {
@@ -329,6 +334,11 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
+    /// The address the segment is attached at.
+    pub fn address(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
     /// Copies the NUL-terminated message out of the segment into `out`
     /// (without its NUL). A segment with no NUL yields its 2047 first bytes.
     pub fn read_message(&self, out: &mut Vec<u8>) {
