@@ -24,7 +24,10 @@ struct Undo {
 impl Undo {
     /// Success: keep everything.
     fn disarm(&mut self) {
-        *self = Undo::default();
+        // (Assigning a new `Undo` would drop, and so run, the old one.)
+        self.file = None;
+        self.sem = None;
+        self.shm = None;
     }
 }
 
