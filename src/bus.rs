@@ -26,15 +26,27 @@ pub(crate) mod sem {
 
     /// `P(a)`: lower by one, waiting while zero.
     pub const fn p(index: u16, undo: bool) -> SemOp {
-        SemOp { index, delta: -1, undo }
+        SemOp {
+            index,
+            delta: -1,
+            undo,
+        }
     }
     /// `V(a)`: raise by one.
     pub const fn v(index: u16, undo: bool) -> SemOp {
-        SemOp { index, delta: 1, undo }
+        SemOp {
+            index,
+            delta: 1,
+            undo,
+        }
     }
     /// `Z(a)`: wait until zero.
     pub const fn z(index: u16) -> SemOp {
-        SemOp { index, delta: 0, undo: false }
+        SemOp {
+            index,
+            delta: 0,
+            undo: false,
+        }
     }
 }
 

@@ -132,7 +132,10 @@ pub fn runtime_dir() -> PathBuf {
 
 /// `mkdir -p` with mode 0755 for the directories it creates.
 pub(crate) fn make_dirs(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
 }
 
 const NAME_CHARS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -144,7 +147,11 @@ pub(crate) fn random_name() -> io::Result<String> {
     let mut name = String::from("random.");
     // 256 is 4 * 62 + 8: the bias of `% 62` is under 1 in 31, harmless for a
     // name whose only job is not to collide (collisions are retried).
-    name.extend(bytes.iter().map(|b| NAME_CHARS[*b as usize % NAME_CHARS.len()] as char));
+    name.extend(
+        bytes
+            .iter()
+            .map(|b| NAME_CHARS[*b as usize % NAME_CHARS.len()] as char),
+    );
     Ok(name)
 }
 
@@ -177,14 +184,21 @@ mod tests {
 
     #[test]
     fn parses_like_atoll() {
-        assert_eq!(parse(b"  12abc\n+34 \n").unwrap(), Keys { sem: 12, shm: 34 });
+        assert_eq!(
+            parse(b"  12abc\n+34 \n").unwrap(),
+            Keys { sem: 12, shm: 34 }
+        );
     }
 
     #[test]
     fn refuses_garbage_and_zero() {
         assert!(parse(b"").unwrap_err().contains("missing semaphore"));
-        assert!(parse(b"12\n").unwrap_err().contains("missing shared memory"));
-        assert!(parse(b"hello\n12\n").unwrap_err().contains("semaphore key line"));
+        assert!(parse(b"12\n")
+            .unwrap_err()
+            .contains("missing shared memory"));
+        assert!(parse(b"hello\n12\n")
+            .unwrap_err()
+            .contains("semaphore key line"));
         assert!(parse(b"0\n12\n").is_err());
         assert!(parse(b"12\n99999999999\n").is_err());
     }

@@ -68,7 +68,9 @@ pub enum Error {
     #[error("timed out")]
     TimedOut,
     /// The deadline passed after the message was published: some listeners
-    /// may have it, others not. The bus is consistent.
+    /// have it, others not yet. This process finishes the broadcast in the
+    /// background (keeping the writer lock until every listener has it), so
+    /// the bus stays consistent.
     #[error("timed out after the message was published: not every listener took it")]
     TimedOutAfterPublish,
     /// The call was stopped through its [`crate::StopToken`] or by a

@@ -90,7 +90,10 @@ mod tests {
 
     #[test]
     fn longest_message_is_accepted() {
-        assert_eq!(Message::new(vec![b'a'; 2047]).unwrap().as_bytes().len(), 2047);
+        assert_eq!(
+            Message::new(vec![b'a'; 2047]).unwrap().as_bytes().len(),
+            2047
+        );
     }
 
     #[test]

@@ -170,7 +170,12 @@ struct Registration<'a> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        let mut blocked = self.token.0.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        let mut blocked = self
+            .token
+            .0
+            .blocked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(i) = blocked.iter().position(|&t| t == self.me) {
             blocked.swap_remove(i);
         }
@@ -298,14 +303,22 @@ mod tests {
 
     #[test]
     fn deadline_in_the_past_has_nothing_left() {
-        assert_eq!(Deadline::at(Clock::Monotonic, Duration::ZERO).remaining(), None);
-        let later = Deadline::after(Duration::from_secs(60)).remaining().unwrap();
+        assert_eq!(
+            Deadline::at(Clock::Monotonic, Duration::ZERO).remaining(),
+            None
+        );
+        let later = Deadline::after(Duration::from_secs(60))
+            .remaining()
+            .unwrap();
         assert!(later > Duration::from_secs(59));
     }
 
     #[test]
     fn realtime_deadline() {
-        let d = Deadline::at(Clock::Realtime, Clock::Realtime.now() + Duration::from_secs(5));
+        let d = Deadline::at(
+            Clock::Realtime,
+            Clock::Realtime.now() + Duration::from_secs(5),
+        );
         assert!(d.remaining().unwrap() <= Duration::from_secs(5));
     }
 

@@ -16,7 +16,8 @@ pub struct WriteOptions<'a> {
     /// Fail with [`Error::WouldBlock`] if another process is broadcasting.
     pub nowait: bool,
     /// Give up at this deadline: [`Error::TimedOut`] before the message was
-    /// published, [`Error::TimedOutAfterPublish`] after.
+    /// published, [`Error::TimedOutAfterPublish`] after (the broadcast is
+    /// then finished in the background: see [`Bus::write_with`]).
     pub deadline: Option<Deadline>,
     /// Give up with [`Error::Interrupted`] when this token is stopped.
     pub stop: Option<&'a StopToken>,
@@ -59,6 +60,12 @@ impl Bus {
     }
 
     /// Broadcasts with explicit options.
+    ///
+    /// A deadline or stop that comes after the message was published
+    /// returns at once ([`Error::TimedOutAfterPublish`] or
+    /// [`Error::Interrupted`]) but cannot un-send it: a thread of this
+    /// process waits for the remaining listeners and only then releases the
+    /// bus, so no listener is left mid-round.
     pub fn write_with(&self, message: &Message, options: &WriteOptions<'_>) -> Result<()> {
         if self.access() != Access::Write {
             return Err(Error::os(
@@ -83,9 +90,46 @@ impl Bus {
             self.op(&[p(X, true), z(W)], Mode::Timed, &limits)?;
         }
         let mut published = false;
-        let result = self.broadcast_locked(message, &limits, &mut published);
-        self.release(published);
-        result
+        match self.broadcast_locked(message, &limits, &mut published) {
+            Err(e @ (Error::TimedOut | Error::Interrupted)) if published => {
+                // Listeners are mid-round: lowering N now would let the fast
+                // ones re-arm before the slow ones have waited, stranding
+                // them. The round is finished by a thread instead.
+                self.finish_in_background();
+                Err(match e {
+                    Error::TimedOut => Error::TimedOutAfterPublish,
+                    other => other,
+                })
+            }
+            result => {
+                self.release(published);
+                result
+            }
+        }
+    }
+
+    /// Waits, on a thread of its own, for every listener to take the
+    /// published message, then lowers N and releases X. Until then this
+    /// process keeps the writer lock: later broadcasts wait (or time out)
+    /// as they would for any writer in progress.
+    fn finish_in_background(&self) {
+        let (path, sem) = (self.path().to_path_buf(), self.sem);
+        let finish = move || {
+            // Errors mean the bus was removed: nothing is left to release.
+            let none = Limits::default();
+            if crate::wait::semop(&path, sem, &[z(S)], Mode::Untimed, &none).is_ok() {
+                let _ =
+                    crate::wait::semop(&path, sem, &[p(N, true), v(X, true)], Mode::Untimed, &none);
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("bus-finish-broadcast".into())
+            .stack_size(64 * 1024)
+            .spawn(finish.clone());
+        if spawned.is_err() {
+            // No thread to be had: finish here, late rather than unsafe.
+            finish();
+        }
     }
 
     /// Steps 3-6, with X held. Sets `published` once Q has been zeroed.
@@ -117,23 +161,52 @@ impl Bus {
     /// call would leave it waiting forever (the re-arm race). Done before
     /// the message is copied, so a writer that times out here has written
     /// nothing any listener can see.
+    ///
+    /// W must be 0 in the same instant: a listener that has acknowledged the
+    /// previous message but not re-armed is not counted in S, and must not
+    /// miss this one.
+    ///
+    /// One state also ends the wait with Q < S: more processes waiting on Q
+    /// than Q holds (GETZCNT > Q). A waiter then has no raise left in Q:
+    /// a writer was killed after zeroing Q, the kernel undid its N early,
+    /// and a fast listener re-armed before a slow one, released while it
+    /// was between re-arming and waiting, started to wait. Only zeroing Q
+    /// frees the slow one, so the broadcast goes ahead.
     fn shield(&self, limits: &Limits<'_>) -> Result<()> {
         loop {
             let values = self
                 .sem
                 .get_all()
                 .map_err(|e| ipc_error(self.path(), "GETALL", e))?;
-            let s = values[usize::from(S)];
-            if values[usize::from(Q)] >= s {
-                return Ok(());
+            let (s, q) = (values[usize::from(S)], values[usize::from(Q)]);
+            if values[usize::from(W)] == 0 {
+                if q >= s {
+                    return Ok(());
+                }
+                let waiting = self
+                    .sem
+                    .waiting_for_zero(Q)
+                    .map_err(|e| ipc_error(self.path(), "GETZCNT", e))?;
+                if waiting > u32::from(q) {
+                    return Ok(());
+                }
             }
-            // Wait for Q >= s ({Q -= s, Q += s} blocks until it can lower Q
-            // by s, then puts it back), briefly: listeners may join or leave
-            // meanwhile, so S is read again after each slice.
+            // Wait for W == 0 and Q >= s ({Z(W), Q -= s, Q += s} blocks until
+            // it can lower Q by s, then puts it back), briefly: listeners may
+            // join or leave meanwhile, so S is read again after each slice.
             let s = i16::try_from(s).unwrap_or(i16::MAX);
             let ops = [
-                SemOp { index: Q, delta: -s, undo: false },
-                SemOp { index: Q, delta: s, undo: false },
+                z(W),
+                SemOp {
+                    index: Q,
+                    delta: -s,
+                    undo: false,
+                },
+                SemOp {
+                    index: Q,
+                    delta: s,
+                    undo: false,
+                },
             ];
             let slice = Deadline::after(SHIELD_SLICE);
             let bounded = Limits {

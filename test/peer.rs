@@ -20,7 +20,11 @@ fn main() {
     let role = args.first().map(String::as_str).unwrap_or("");
     let path = args.get(1).expect("PATH");
     let result = match role {
-        "read" | "poll" => listen(path, role == "poll", args.get(2).map(|n| n.parse().expect("LEAVE_AFTER"))),
+        "read" | "poll" => listen(
+            path,
+            role == "poll",
+            args.get(2).map(|n| n.parse().expect("LEAVE_AFTER")),
+        ),
         "write" => write(path, args[2].parse().expect("COUNT"), &args[3]),
         _ => panic!("unknown role {role:?}"),
     };
@@ -40,12 +44,16 @@ fn listen(path: &str, poll: bool, leave_after: Option<u64>) -> bus::Result<()> {
         if m == b"end" {
             return false;
         }
-        out.write_all(m).and_then(|()| out.write_all(b"\n")).expect("stdout");
+        out.write_all(m)
+            .and_then(|()| out.write_all(b"\n"))
+            .expect("stdout");
         seen += 1;
         leave_after != Some(seen)
     };
     let ready = |out: &mut BufWriter<_>| {
-        out.write_all(b"ready\n").and_then(|()| out.flush()).expect("stdout");
+        out.write_all(b"ready\n")
+            .and_then(|()| out.flush())
+            .expect("stdout");
     };
     if poll {
         let mut poller = bus.poller()?;

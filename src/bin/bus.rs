@@ -50,14 +50,38 @@ enum Exit {
 enum Cmd {
     Help,
     Version,
-    Create { path: Option<PathBuf>, exclusive: bool },
-    Remove { path: PathBuf },
-    Listen { path: PathBuf, command: OsString, once: bool },
-    Broadcast { path: PathBuf, message: Vec<u8>, nowait: bool },
-    Chmod { permissions: String, path: PathBuf },
-    Chown { owner: String, path: PathBuf },
-    Chgrp { group: String, path: PathBuf },
-    Stat { path: PathBuf },
+    Create {
+        path: Option<PathBuf>,
+        exclusive: bool,
+    },
+    Remove {
+        path: PathBuf,
+    },
+    Listen {
+        path: PathBuf,
+        command: OsString,
+        once: bool,
+    },
+    Broadcast {
+        path: PathBuf,
+        message: Vec<u8>,
+        nowait: bool,
+    },
+    Chmod {
+        permissions: String,
+        path: PathBuf,
+    },
+    Chown {
+        owner: String,
+        path: PathBuf,
+    },
+    Chgrp {
+        group: String,
+        path: PathBuf,
+    },
+    Stat {
+        path: PathBuf,
+    },
 }
 
 /// What went wrong, and which exit status it deserves.
@@ -95,7 +119,10 @@ fn parse(args: Vec<OsString>) -> Result<Cmd, Failure> {
     let mut options_done = false;
     for arg in args {
         let bytes = arg.as_bytes();
-        if options_done || bytes.len() < 2 || bytes[0] != b'-' {
+        // Right after `chmod` come the PERMISSIONS, which may start with
+        // `-` (`bus chmod -g PATH`), as in the original.
+        let permissions = operands.len() == 1 && operands[0] == "chmod" && bytes != b"--";
+        if options_done || permissions || bytes.len() < 2 || bytes[0] != b'-' {
             operands.push(arg);
             continue;
         }
@@ -104,7 +131,10 @@ fn parse(args: Vec<OsString>) -> Result<Cmd, Failure> {
             b"--help" => return Ok(Cmd::Help),
             b"--version" => return Ok(Cmd::Version),
             _ if bytes[1] == b'-' => {
-                return Err(Failure::Usage(format!("unknown option {}", arg.to_string_lossy())))
+                return Err(Failure::Usage(format!(
+                    "unknown option {}",
+                    arg.to_string_lossy()
+                )))
             }
             _ => {
                 for &flag in &bytes[1..] {
@@ -114,10 +144,7 @@ fn parse(args: Vec<OsString>) -> Result<Cmd, Failure> {
                         b'h' => return Ok(Cmd::Help),
                         b'V' => return Ok(Cmd::Version),
                         _ => {
-                            return Err(Failure::Usage(format!(
-                                "unknown option -{}",
-                                flag as char
-                            )))
+                            return Err(Failure::Usage(format!("unknown option -{}", flag as char)))
                         }
                     }
                 }
@@ -138,8 +165,14 @@ fn parse(args: Vec<OsString>) -> Result<Cmd, Failure> {
     }
     let text = |s: &OsString| s.to_string_lossy().into_owned();
     let cmd = match (command.as_str(), rest.as_slice()) {
-        ("create", []) => Cmd::Create { path: None, exclusive },
-        ("create", [path]) => Cmd::Create { path: Some(path.into()), exclusive },
+        ("create", []) => Cmd::Create {
+            path: None,
+            exclusive,
+        },
+        ("create", [path]) => Cmd::Create {
+            path: Some(path.into()),
+            exclusive,
+        },
         ("remove", [path]) => Cmd::Remove { path: path.into() },
         ("listen", [path, command]) => Cmd::Listen {
             path: path.into(),
@@ -156,16 +189,32 @@ fn parse(args: Vec<OsString>) -> Result<Cmd, Failure> {
             message: message.as_bytes().to_vec(),
             nowait,
         },
-        ("chmod", [permissions, path]) => Cmd::Chmod {
-            permissions: text(permissions),
+        ("chmod", [permissions, path]) => {
+            let permissions = text(permissions);
+            // Checked now: a bad spec is a usage error whatever PATH is.
+            apply_permissions(&permissions, 0)?;
+            Cmd::Chmod {
+                permissions,
+                path: path.into(),
+            }
+        }
+        ("chown", [owner, path]) => Cmd::Chown {
+            owner: text(owner),
             path: path.into(),
         },
-        ("chown", [owner, path]) => Cmd::Chown { owner: text(owner), path: path.into() },
-        ("chgrp", [group, path]) => Cmd::Chgrp { group: text(group), path: path.into() },
+        ("chgrp", [group, path]) => Cmd::Chgrp {
+            group: text(group),
+            path: path.into(),
+        },
         ("stat", [path]) => Cmd::Stat { path: path.into() },
-        ("create" | "remove" | "listen" | "wait" | "broadcast" | "chmod" | "chown" | "chgrp"
-        | "stat", _) => {
-            return Err(Failure::Usage(format!("wrong number of arguments for {command}")))
+        (
+            "create" | "remove" | "listen" | "wait" | "broadcast" | "chmod" | "chown" | "chgrp"
+            | "stat",
+            _,
+        ) => {
+            return Err(Failure::Usage(format!(
+                "wrong number of arguments for {command}"
+            )))
         }
         _ => return Err(Failure::Usage(format!("unknown command {command:?}"))),
     };
@@ -183,8 +232,16 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
             }
         }
         Cmd::Remove { path } => bus::unlink(path)?,
-        Cmd::Listen { path, command, once } => listen(path, command, once)?,
-        Cmd::Broadcast { path, message, nowait } => {
+        Cmd::Listen {
+            path,
+            command,
+            once,
+        } => listen(path, command, once)?,
+        Cmd::Broadcast {
+            path,
+            message,
+            nowait,
+        } => {
             // Check the message before opening anything.
             let message = Message::new(message)?;
             let stop = StopToken::on_termination_signals()?;
@@ -197,7 +254,8 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
             bus.write_with(&message, &options)?;
         }
         Cmd::Chmod { permissions, path } => {
-            let current = file_mode(&path)?;
+            // Symbolic changes start from who may use the bus now.
+            let current = bus::stat(&path)?.sem_mode;
             bus::chmod(&path, apply_permissions(&permissions, current)?)?;
         }
         Cmd::Chown { owner, path } => {
@@ -216,7 +274,10 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
             println!("path:           {}", path.display());
             println!("semaphore key:  {}", s.keys.sem);
             println!("memory key:     {}", s.keys.shm);
-            println!("permissions:    {:03o} (file {:03o})", s.sem_mode, s.file_mode);
+            println!(
+                "permissions:    {:03o} (file {:03o})",
+                s.sem_mode, s.file_mode
+            );
             println!("owner:          {}:{}", s.uid, s.gid);
             println!("listeners:      {sv}");
             println!("semaphores:     S={sv} W={wv} X={xv} Q={qv} N={nv}");
@@ -265,13 +326,6 @@ fn listen(path: PathBuf, command: OsString, once: bool) -> Result<(), Failure> {
     }
 }
 
-fn file_mode(path: &PathBuf) -> Result<u32, Failure> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .map(|m| m.mode())
-        .map_err(|e| Failure::Failed(format!("{}: {e}", path.display())))
-}
-
 /// Turns a PERMISSIONS operand into a mode, given the bus's current mode.
 /// Octal: any bit of a class grants it. Symbolic: `=`, `+`, `-` then
 /// classes, left to right, starting as if with `=`.
@@ -317,8 +371,13 @@ fn apply_permissions(spec: &str, current: u32) -> Result<u32, Failure> {
 }
 
 fn user_id(name: &str) -> Result<u32, Failure> {
-    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
-        return name.parse().map_err(|_| Failure::Usage(format!("invalid user id {name}")));
+    if name.is_empty() {
+        return Err(Failure::Usage("empty user name".into()));
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return name
+            .parse()
+            .map_err(|_| Failure::Usage(format!("invalid user id {name}")));
     }
     match nix_user(name) {
         Some(uid) => Ok(uid),
@@ -327,8 +386,13 @@ fn user_id(name: &str) -> Result<u32, Failure> {
 }
 
 fn group_id(name: &str) -> Result<u32, Failure> {
-    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
-        return name.parse().map_err(|_| Failure::Usage(format!("invalid group id {name}")));
+    if name.is_empty() || name.contains(':') {
+        return Err(Failure::Usage(format!("invalid group name {name:?}")));
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return name
+            .parse()
+            .map_err(|_| Failure::Usage(format!("invalid group id {name}")));
     }
     match nix_group(name) {
         Some(gid) => Ok(gid),
@@ -337,11 +401,17 @@ fn group_id(name: &str) -> Result<u32, Failure> {
 }
 
 fn nix_user(name: &str) -> Option<u32> {
-    nix::unistd::User::from_name(name).ok().flatten().map(|u| u.uid.as_raw())
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
 }
 
 fn nix_group(name: &str) -> Option<u32> {
-    nix::unistd::Group::from_name(name).ok().flatten().map(|g| g.gid.as_raw())
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }
 
 #[cfg(test)]
@@ -354,20 +424,45 @@ mod tests {
 
     #[test]
     fn options_before_or_after_the_command() {
-        let want = Cmd::Create { path: Some("p".into()), exclusive: true };
+        let want = Cmd::Create {
+            path: Some("p".into()),
+            exclusive: true,
+        };
         assert_eq!(parse(args(&["-x", "create", "p"])).ok(), Some(want));
-        let want = Cmd::Create { path: Some("p".into()), exclusive: true };
+        let want = Cmd::Create {
+            path: Some("p".into()),
+            exclusive: true,
+        };
         assert_eq!(parse(args(&["create", "-x", "p"])).ok(), Some(want));
-        let want = Cmd::Broadcast { path: "p".into(), message: b"-n".to_vec(), nowait: true };
-        assert_eq!(parse(args(&["broadcast", "-n", "--", "p", "-n"])).ok(), Some(want));
+        let want = Cmd::Broadcast {
+            path: "p".into(),
+            message: b"-n".to_vec(),
+            nowait: true,
+        };
+        assert_eq!(
+            parse(args(&["broadcast", "-n", "--", "p", "-n"])).ok(),
+            Some(want)
+        );
     }
 
     #[test]
     fn misplaced_options_are_usage_errors() {
-        assert!(matches!(parse(args(&["-n", "create"])), Err(Failure::Usage(_))));
-        assert!(matches!(parse(args(&["remove", "-q", "p"])), Err(Failure::Usage(_))));
-        assert!(matches!(parse(args(&["listen", "p"])), Err(Failure::Usage(_))));
-        assert!(matches!(parse(args(&["frobnicate"])), Err(Failure::Usage(_))));
+        assert!(matches!(
+            parse(args(&["-n", "create"])),
+            Err(Failure::Usage(_))
+        ));
+        assert!(matches!(
+            parse(args(&["remove", "-q", "p"])),
+            Err(Failure::Usage(_))
+        ));
+        assert!(matches!(
+            parse(args(&["listen", "p"])),
+            Err(Failure::Usage(_))
+        ));
+        assert!(matches!(
+            parse(args(&["frobnicate"])),
+            Err(Failure::Usage(_))
+        ));
     }
 
     #[test]

@@ -170,6 +170,14 @@ impl SemId {
         Ok(values)
     }
 
+    /// The number of processes waiting for semaphore `index` to be zero.
+    #[doc(alias = "GETZCNT")]
+    pub fn waiting_for_zero(self, index: u16) -> io::Result<u32> {
+        // SAFETY: GETZCNT takes no fourth argument.
+        cvt(unsafe { libc::semctl(self.0, libc::c_int::from(index), libc::GETZCNT) })
+            .map(|n| n as u32)
+    }
+
     /// Sets the values of all semaphores of the array.
     #[doc(alias = "SETALL")]
     pub fn set_all(self, values: &[u16; SEMAPHORES]) -> io::Result<()> {
@@ -384,7 +392,8 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
         // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
         if n < 0 {
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::Interrupted {

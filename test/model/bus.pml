@@ -9,24 +9,54 @@
  * semop all at once or not at all, and so does a d_step. SEM_UNDO only
  * matters when a process dies, which this model leaves out.
  *
- * Variants, chosen with `spin -D...`:
+ * Variants, chosen with `spin -D...` (expected outcome in brackets):
  *
- *   (default)     OUR writer and OUR listener; must verify with no error:
- *                 no invalid end state (deadlock), no assertion violation
- *                 (no lost, duplicated, reordered or overwritten message).
+ *   (default)     OUR writer and OUR listener, listeners joining and leaving
+ *                 [verifies: no invalid end state (hang), no assertion
+ *                 violation (no lost, duplicated, reordered or overwritten
+ *                 message)].
  *   -DORIGINAL    the ORIGINAL writer and the ORIGINAL listener from
- *                 PROTOCOL.md, no joining/leaving; spin must find an
- *                 invalid end state (the races of the original listener).
- *   -DSPLIT_REARM our listener, but its re-arm split in two calls
- *                 {Z(N), V(S), P(W)} then {V(Q)} (as the original does).
- *   -DNO_SHIELD   our writer without the "wait until Q >= S" shield.
+ *                 PROTOCOL.md, no leaving; use with -DNW=1 -DNL=1 or -DNL=2
+ *                 [invalid end state: race 1, S=1 Q=1, writer in Z(S)].
+ *   -DSPLIT_REARM our listener with its re-arm split in two calls,
+ *                 {Z(N), V(S), P(W)} then {V(Q)}, as the original does it
+ *                 [with -DNO_SHIELD -DNO_LEAVE: invalid end state (race 1);
+ *                 with the shield it verifies: the shield alone also
+ *                 closes race 1 for a listener that is already counted].
+ *   -DNO_SHIELD   our writer without the "wait until Q >= S" shield
+ *                 [verifies].
  *   -DORIG_WRITER the original writer (P(X) and Z(W) as two calls, no
- *                 shield) with our listeners (claim: our listener is immune
- *                 whoever the writers are).
- *   -DMIXED       our writer (with shield) and ORIGINAL listeners.
+ *                 shield) with our listeners [verifies: our listener is
+ *                 immune whoever the writers are].
+ *   -DMIXED       our writer (with the shield) and ORIGINAL listeners
+ *                 [invalid end state: the shield is a check, not a lock, so
+ *                 an original listener's V(S) ... V(Q) start-up can
+ *                 straddle the writer's Q = 0 (race 1 at start-up / race 3),
+ *                 and with 2 listeners race 2 remains].
+ *   -DNO_LEAVE    our listeners join once (at any moment) and never leave,
+ *                 so no hang can be escaped by a leave: every hang shows as
+ *                 an invalid end state.
+ *   -DSPLIT_LEAVE leave (a) as two calls (try {P(Q), P(S)} with IPC_NOWAIT,
+ *                 then {P(S)} on EAGAIN) instead of one atomic step
+ *                 [verifies].
+ *   -DSTALE_SHIELD the shield as the real code does it (read S, wait for
+ *                 Q >= that value, re-read S after a timeout) [verifies].
+ *   -DWRITER_GIVEUP our writer's Z(S) may time out once (a deadline or a
+ *                 stop request after the message was published), after
+ *                 which it releases N and X [assertion violation: a slow
+ *                 listener misses the next broadcast].
  *
  * Sizes: NW writers, NL listeners, MSGS broadcasts per writer, JOINS times a
  * listener of our kind may join (it may leave before each re-join).
+ *
+ * Run (in a scratch directory; test/model.rs does this for the main
+ * variants):
+ *   spin -a [-D...] bus.pml && gcc -O2 -DSAFETY -DCOLLAPSE -o pan pan.c && ./pan
+ *   spin -t -p -g [-D...] bus.pml      # replay a counterexample trail
+ *
+ * A listener that stops after reading a message (the callback says stop:
+ * {P(S)} only) is the "released, not read" case of leave (a) below: the copy
+ * is local, so taking it or not changes nothing the others can observe.
  */
 
 #ifndef NW
@@ -79,6 +109,7 @@ byte nextid = 0;  /* last id handed out; incremented under X, so ids
  *    counts for i.
  */
 bool member[NL];
+bool gaveup;      /* -DWRITER_GIVEUP: a writer abandoned its Z(S) */
 byte pend[NL];
 byte last[NL];
 
@@ -119,11 +150,23 @@ proctype Writer()
 /* {P(X), Z(W)}; shield Q >= S; copy; V(N); Q = 0; Z(S); {P(N), V(X)} */
 proctype Writer()
 {
-	byte k = 0, id, i;
+	byte k = 0, id, i, s;
 	do
 	:: k < MSGS ->
 		d_step { X >= 1 && W == 0 -> X-- };          /* {P(X), Z(W)} */
-#ifndef NO_SHIELD
+#if defined(STALE_SHIELD)
+		/* The shield as the real code does it: read s = S, then wait for
+		 * Q >= s ({Q -= s, Q += s}, only when s > 0: a semop of 0 would be
+		 * a wait-for-zero), re-reading S after a timeout. A timeout only
+		 * helps if S changed, so the model re-reads only then: a shield
+		 * that can never pass is still a hang. */
+		s = S;
+		do
+		:: Q >= s -> break
+		:: s != S -> s = S
+		od;
+		skip;   /* (a break may not jump into the d_step below) */
+#elif !defined(NO_SHIELD)
 		Q >= S;                                      /* shield */
 #endif
 		d_step { nextid++; id = nextid;              /* copy */
@@ -132,7 +175,17 @@ proctype Writer()
 		N++;                                         /* V(N) */
 		d_step { Q = 0;                              /* SETVAL Q 0 */
 			for (i : 0 .. NL - 1) { if :: member[i] -> pend[i] = id :: else fi } };
+#ifndef WRITER_GIVEUP
 		d_step { S == 0 -> ALL_PEND_ZERO(i) };       /* Z(S) */
+#else
+		/* A timed (or interruptible) Z(S): the writer may give up after
+		 * publishing (at most once over the whole run), then releases N
+		 * and X as usual. PROTOCOL.md times only P(X) and Z(W). */
+		if
+		:: d_step { S == 0 -> ALL_PEND_ZERO(i) }     /* Z(S) */
+		:: d_step { !gaveup -> gaveup = true }       /* timed out */
+		fi;
+#endif
 		d_step { N >= 1 -> N--; X++ };               /* {P(N), V(X)} */
 		k++
 	:: else -> break
@@ -190,10 +243,14 @@ proctype Listener(byte me)
 	do
 	:: j < JOINS ->
 		j++;
+#ifdef NO_LEAVE
+		mayleave = false;
+#else
 		if
 		:: mayleave = true
 		:: mayleave = false
 		fi;
+#endif
 		/* join: {Z(N), V(S), V(Q)} */
 		d_step { N == 0 -> S++; Q++; member[me] = true; last[me] = 0 };
 end_armed:
@@ -217,6 +274,7 @@ end_armed:
 			:: mayleave ->                                 /* leave (b): {P(W)} */
 				d_step { W >= 1 -> W--; member[me] = false }
 			fi
+#ifndef SPLIT_LEAVE
 		:: mayleave ->                                     /* leave (a) from Z(Q) */
 			d_step {
 				if
@@ -228,6 +286,20 @@ end_armed:
 					S--; pend[me] = 0
 				fi;
 				member[me] = false }
+#else
+		/* Leave (a) as the real code can do it, in two calls: first
+		 * {P(Q) IPC_NOWAIT, P(S)}; if that fails with EAGAIN (Q was 0,
+		 * i.e. a writer released us), then {P(S)} as a second call, with
+		 * anything interleaved in between. */
+		:: mayleave ->
+			if
+			:: d_step { Q > 0 ->                           /* {P(Q) nowait, P(S)} succeeded */
+					assert(pend[me] == 0);
+					S--; Q--; member[me] = false }
+			:: Q == 0 ->                                   /* ... failed with EAGAIN */
+				d_step { S >= 1 -> S--; pend[me] = 0; member[me] = false }  /* {P(S)} */
+			fi
+#endif
 		fi
 	:: else -> break
 	od

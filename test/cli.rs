@@ -1,0 +1,1300 @@
+//! The `bus` command line, run as the real binary in temporary directories:
+//! every subcommand and exit status, the bus file, permissions and
+//! ownership, signals, and bad input. Every bus a test makes is removed when
+//! the test ends, pass or fail, so nothing is left in `ipcs -s -m`.
+//!
+//! Waits are on protocol signals (the listener count S, the writer lock X,
+//! process exit), each bounded by [`PATIENCE`]; only the output of commands
+//! that `bus listen` runs asynchronously is polled from a file.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bus::busfile::Keys;
+
+/// The binary under test.
+const BIN: &str = env!("CARGO_BIN_EXE_bus");
+
+/// How long anything may take before a test fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A command for `bus listen`/`bus wait` that appends each message to `out`.
+fn append_to(out: &str) -> String {
+    format!("printf '%s\\n' \"$msg\" >> '{out}'")
+}
+
+// --- Temporary directories, guarded buses and processes. -------------------
+
+/// A fresh directory under the system's temporary directory, removed with
+/// everything in it on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        loop {
+            let n = COUNT.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!("bus-cli-{}-{n}", std::process::id()));
+            match fs::create_dir(&path) {
+                Ok(()) => {
+                    // Other users must reach files in it (permission tests).
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                        .expect("chmod temp dir");
+                    return TempDir(path);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => panic!("create {}: {e}", path.display()),
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The pathname of `name` in this directory, as a string for argv.
+    fn file(&self, name: &str) -> String {
+        self.0
+            .join(name)
+            .to_str()
+            .expect("UTF-8 temp dir")
+            .to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes a bus on drop: through its file, or, if the file is gone or
+/// broken, through the keys it held when it was guarded.
+struct BusGuard {
+    path: String,
+    keys: Keys,
+}
+
+impl BusGuard {
+    /// Creates a bus at `path` with the library.
+    fn create(path: &str) -> BusGuard {
+        bus::create(Some(Path::new(path)), true).expect("create bus");
+        BusGuard::adopt(path)
+    }
+
+    /// Guards the bus another process made at `path`.
+    fn adopt(path: &str) -> BusGuard {
+        let keys = bus::busfile::read(Path::new(path)).expect("read bus file");
+        BusGuard {
+            path: path.to_owned(),
+            keys,
+        }
+    }
+}
+
+impl Drop for BusGuard {
+    fn drop(&mut self) {
+        if bus::unlink(&self.path).is_err() {
+            remove_ipc_objects(self.keys);
+        }
+    }
+}
+
+/// A background `bus` process (a listener, a blocked writer), killed and
+/// reaped on drop if it is still running.
+struct Proc {
+    child: Child,
+    what: String,
+    stderr: PathBuf,
+}
+
+impl Proc {
+    /// Starts `bus ARGS`, its stderr kept in a file of `dir`.
+    fn start(dir: &TempDir, args: &[&str]) -> Proc {
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let stderr = dir.path().join(format!(
+            "proc-{}.err",
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let child = Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).expect("create stderr file"))
+            .spawn()
+            .expect("spawn bus");
+        Proc {
+            child,
+            what: format!("bus {args:?}"),
+            stderr,
+        }
+    }
+
+    /// `bus listen PATH` appending each message to `out`, once it is
+    /// counted on the bus (S has reached `listeners`).
+    fn listen(dir: &TempDir, path: &str, out: &str, listeners: u32) -> Proc {
+        let mut proc = Proc::start(dir, &["listen", path, &append_to(out)]);
+        proc.until_listeners(path, listeners);
+        proc
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, signal: i32) {
+        send_signal(self.pid(), signal);
+    }
+
+    /// Waits until the bus at `path` counts `n` listeners, failing early if
+    /// this process has exited meanwhile.
+    #[track_caller]
+    fn until_listeners(&mut self, path: &str, n: u32) {
+        let what = format!("{n} listener(s) on {path}");
+        until(&what, || {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("{} exited ({status}): {}", self.what, self.stderr_text());
+            }
+            (listeners(path) == n).then_some(())
+        });
+    }
+
+    /// Waits for the process to exit.
+    #[track_caller]
+    fn exit_status(&mut self) -> ExitStatus {
+        let what = format!("{} to exit", self.what);
+        until(&what, || self.child.try_wait().expect("try_wait"))
+    }
+
+    fn stderr_text(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// --- Running the binary. ----------------------------------------------------
+
+/// What a finished `bus` run left.
+struct Run {
+    args: Vec<String>,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`bus {:?}`: {}\nstdout: {:?}\nstderr: {:?}",
+            self.args, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Run {
+    /// Exit status 0.
+    #[track_caller]
+    fn ok(self) -> Run {
+        assert_eq!(self.status.code(), Some(0), "expected success: {self}");
+        self
+    }
+
+    /// Exit status 1 with one `bus: <reason>` line on stderr, nothing on
+    /// stdout; `reason` must appear in it.
+    #[track_caller]
+    fn fails(self, reason: &str) -> Run {
+        assert_eq!(self.status.code(), Some(1), "expected failure: {self}");
+        assert!(
+            self.stderr.starts_with("bus: "),
+            "no `bus: ` prefix: {self}"
+        );
+        assert_eq!(self.stderr.lines().count(), 1, "one line of error: {self}");
+        assert!(self.stderr.contains(reason), "expected {reason:?}: {self}");
+        assert!(self.stdout.is_empty(), "nothing on stdout: {self}");
+        self
+    }
+
+    /// Exit status 2 with the usage on stderr, nothing on stdout.
+    #[track_caller]
+    fn usage(self) -> Run {
+        assert_eq!(
+            self.status.code(),
+            Some(2),
+            "expected a usage error: {self}"
+        );
+        assert!(
+            self.stderr.starts_with("bus: "),
+            "no `bus: ` prefix: {self}"
+        );
+        assert!(self.stderr.contains("usage: bus"), "no usage: {self}");
+        assert!(self.stdout.is_empty(), "nothing on stdout: {self}");
+        self
+    }
+}
+
+/// Runs `cmd` to completion (within [`PATIENCE`]) and collects its output.
+#[track_caller]
+fn run(cmd: &mut Command, args: Vec<String>) -> Run {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bus");
+    let pid = child.id() as i32;
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok(output) => {
+            let output = output.expect("wait for bus");
+            Run {
+                args,
+                status: output.status,
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            }
+        }
+        Err(_) => {
+            // Not reaped yet (its waiter is blocked), so the pid is still ours.
+            send_signal(pid, libc::SIGKILL);
+            panic!("bus {args:?} did not finish within {PATIENCE:?}");
+        }
+    }
+}
+
+/// `bus ARGS`.
+#[track_caller]
+fn bus(args: &[&str]) -> Run {
+    run(
+        Command::new(BIN).args(args),
+        args.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
+/// `bus ARGS` in directory `dir`.
+#[track_caller]
+fn bus_in(dir: &TempDir, args: &[&str]) -> Run {
+    run(
+        Command::new(BIN).args(args).current_dir(dir.path()),
+        args.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
+/// `bus ARGS` as user and group 65534 (nobody), without supplementary
+/// groups.
+#[track_caller]
+fn bus_as_nobody(args: &[&str]) -> Run {
+    run(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(args),
+        args.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
+// --- Waiting and reading back. ----------------------------------------------
+
+/// Polls `check` until it returns a value, failing after [`PATIENCE`].
+#[track_caller]
+fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The listener count S of the bus at `path`.
+#[track_caller]
+fn listeners(path: &str) -> u32 {
+    bus::stat(path).expect("stat bus").listeners()
+}
+
+/// Waits until the file `out` has `n` complete lines and returns them,
+/// sorted (commands run concurrently, so their appends may be reordered).
+#[track_caller]
+fn lines(out: &str, n: usize) -> Vec<String> {
+    let what = format!("{n} line(s) in {out}");
+    until(&what, || {
+        let text = fs::read_to_string(out).unwrap_or_default();
+        let count = text.matches('\n').count();
+        assert!(count <= n, "more than {n} lines in {out}: {text:?}");
+        (count == n).then(|| {
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.sort();
+            lines
+        })
+    })
+}
+
+/// Sorted owned copies of `messages`.
+fn sorted(messages: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = messages.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Broadcasts `message` with the CLI and checks that a listener appending
+/// to `out` (which already holds `before` lines) receives it.
+#[track_caller]
+fn reaches_listener(path: &str, out: &str, before: usize, message: &str) {
+    bus(&["broadcast", path, message]).ok();
+    let got = lines(out, before + 1);
+    assert!(
+        got.iter().any(|l| l == message),
+        "{message:?} not in {got:?}"
+    );
+}
+
+/// Waits until a writer has published its message and waits in `Z(S)`
+/// for the one listener, which is stopped: S=1 W=0 X=0 Q=0 N=1.
+#[track_caller]
+fn until_writer_blocked(path: &str) {
+    until("a writer holding the bus", || {
+        (bus::stat(path).expect("stat bus").values == [1, 0, 0, 0, 1]).then_some(())
+    });
+}
+
+/// The file's permission bits.
+fn file_mode(path: &str) -> u32 {
+    fs::metadata(path).expect("stat file").mode() & 0o7777
+}
+
+/// The value of the `name:` line in `bus stat` output.
+#[track_caller]
+fn stat_field<'a>(out: &'a str, name: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {name:?} in {out:?}"))
+        .trim()
+}
+
+/// The first name in a passwd/group style file whose id (3rd field) is `id`.
+fn name_with_id(file: &str, id: u32) -> String {
+    let text = fs::read_to_string(file).expect("read user database");
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == id.to_string())
+        .map(|f| f[0].to_owned())
+        .unwrap_or_else(|| panic!("no entry with id {id} in {file}"))
+}
+
+// --- Direct looks at the kernel. --------------------------------------------
+
+fn send_signal(pid: i32, signal: i32) {
+    // SAFETY: kill takes plain integers; `pid` is a child not yet reaped.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill {pid}: {}", io::Error::last_os_error());
+}
+
+/// Whether a semaphore array with `key` exists.
+fn sem_exists(key: i32) -> bool {
+    // SAFETY: semget takes plain integers; with no flags it only looks up.
+    let id = unsafe { libc::semget(key, 0, 0) };
+    id >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
+}
+
+/// Whether a shared memory segment with `key` exists.
+fn shm_exists(key: i32) -> bool {
+    // SAFETY: shmget takes plain integers; with no flags it only looks up.
+    let id = unsafe { libc::shmget(key, 0, 0) };
+    id >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
+}
+
+/// Removes the objects named by `keys`, if they still exist.
+fn remove_ipc_objects(keys: Keys) {
+    // SAFETY: plain integer arguments; IPC_RMID on a semaphore array takes
+    // no fourth argument, on a segment a null buffer.
+    unsafe {
+        let sem = libc::semget(keys.sem, 0, 0);
+        if sem >= 0 {
+            libc::semctl(sem, 0, libc::IPC_RMID);
+        }
+        let shm = libc::shmget(keys.shm, 0, 0);
+        if shm >= 0 {
+            libc::shmctl(shm, libc::IPC_RMID, std::ptr::null_mut());
+        }
+    }
+}
+
+/// A key naming neither a semaphore array nor a shared memory segment.
+fn absent_key(from: i32) -> i32 {
+    (from..)
+        .find(|&k| !sem_exists(k) && !shm_exists(k))
+        .expect("a free key")
+}
+
+/// Children of `pid` with their states (`/proc/*/stat`).
+fn children_of(pid: i32) -> Vec<(i32, char)> {
+    let mut children = Vec::new();
+    for entry in fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue; // gone meanwhile
+        };
+        // "pid (comm) state ppid ...", where comm may hold anything.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = after.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next());
+        let ppid = fields.next().and_then(|s| s.parse::<i32>().ok());
+        if let (Some(state), Some(ppid)) = (state, ppid) {
+            if ppid == pid {
+                children.push((child, state));
+            }
+        }
+    }
+    children
+}
+
+// --- Help, version and usage errors. ----------------------------------------
+
+/// `--help`/`-h` and `--version`/`-V` print on stdout and exit 0.
+#[test]
+fn help_and_version_print_on_stdout_and_exit_0() {
+    for flag in ["--help", "-h"] {
+        let r = bus(&[flag]).ok();
+        assert!(r.stdout.starts_with("usage: bus"), "{r}");
+        assert!(r.stderr.is_empty(), "{r}");
+    }
+    for flag in ["--version", "-V"] {
+        let r = bus(&[flag]).ok();
+        assert_eq!(r.stdout, format!("bus {}\n", env!("CARGO_PKG_VERSION")));
+        assert!(r.stderr.is_empty(), "{r}");
+    }
+}
+
+/// Unknown commands and options, wrong argument counts and misplaced
+/// options exit 2 with the usage on stderr and touch nothing.
+#[test]
+fn usage_errors_exit_2_and_change_nothing() {
+    let dir = TempDir::new();
+    let cases: &[&[&str]] = &[
+        &[],
+        &["frobnicate"],
+        &["frobnicate", "p"],
+        &["create", "p", "q"],
+        &["remove"],
+        &["remove", "p", "q"],
+        &["listen", "p"],
+        &["listen", "p", "true", "x"],
+        &["wait", "p"],
+        &["broadcast", "p"],
+        &["broadcast", "p", "m", "x"],
+        &["chmod", "700"],
+        &["chown", "root"],
+        &["chgrp", "root"],
+        &["stat"],
+        &["stat", "p", "q"],
+        &["-q", "create", "p"],
+        &["create", "-q", "p"],
+        &["create", "--frob", "p"],
+        &["broadcast", "p", "-m"],
+        &["-x", "broadcast", "p", "m"],
+        &["broadcast", "-x", "p", "m"],
+        &["-n", "create", "p"],
+        &["create", "-n", "p"],
+        &["-x", "remove", "p"],
+        &["-n", "listen", "p", "true"],
+    ];
+    for args in cases {
+        bus_in(&dir, args).usage();
+    }
+    let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "usage errors created {left:?}");
+}
+
+/// Invalid permissions are a usage error (2) on an existing bus, which
+/// keeps its mode.
+#[test]
+fn invalid_permissions_exit_2() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    for spec in ["rwx", "", "1777", "8", "u+x", "a"] {
+        bus(&["chmod", spec, &p]).usage();
+    }
+    let s = bus::stat(&p).unwrap();
+    assert_eq!((s.sem_mode, s.shm_mode, s.file_mode), (0o600, 0o600, 0o600));
+}
+
+/// Invalid permissions are recognised as such (2) before the bus is looked
+/// at, so a missing bus does not turn a usage error into a failure (1).
+#[test]
+fn invalid_permissions_are_a_usage_error_before_the_bus_is_opened() {
+    let dir = TempDir::new();
+    bus(&["chmod", "rwx", &dir.file("missing")]).usage();
+}
+
+// --- create and remove. -----------------------------------------------------
+
+/// `create PATH` writes exactly two lines of decimal keys, mode 0600,
+/// naming a fresh 0600 semaphore array {0,0,1,0,0} and segment.
+#[test]
+fn create_writes_two_decimal_keys_with_mode_0600() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let r = bus(&["create", &p]).ok();
+    let _guard = BusGuard::adopt(&p);
+    assert!(r.stdout.is_empty() && r.stderr.is_empty(), "{r}");
+
+    let text = fs::read_to_string(&p).unwrap();
+    let lines: Vec<&str> = text.split_terminator('\n').collect();
+    assert!(text.ends_with('\n'), "{text:?}");
+    assert_eq!(lines.len(), 2, "{text:?}");
+    for line in &lines {
+        assert!(
+            !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()),
+            "{text:?}"
+        );
+        let key: i64 = line.parse().unwrap();
+        assert!((1..1 << 30).contains(&key), "key {key} out of range");
+    }
+    assert_eq!(file_mode(&p), 0o600);
+
+    let s = bus::stat(&p).unwrap();
+    assert_eq!(text, format!("{}\n{}\n", s.keys.sem, s.keys.shm));
+    assert_eq!((s.sem_mode, s.shm_mode, s.file_mode), (0o600, 0o600, 0o600));
+    assert_eq!(s.values, [0, 0, 1, 0, 0]);
+    let meta = fs::metadata(&p).unwrap();
+    assert_eq!((s.uid, s.gid), (meta.uid(), meta.gid()));
+}
+
+/// `create` without a path makes `$XDG_RUNTIME_DIR/bus/random.<30
+/// alphanumerics>` (creating the directory) and prints that pathname.
+#[test]
+fn create_without_path_prints_a_random_bus_in_xdg_runtime_dir() {
+    let dir = TempDir::new();
+    let xdg = dir.path().join("xdg");
+    let bus_dir = xdg.join("bus");
+    let mut made = Vec::new();
+    let forms: [&[&str]; 3] = [&["create"], &["create", "-x"], &["-x", "create"]];
+    for args in forms {
+        let r = run(
+            Command::new(BIN).args(args).env("XDG_RUNTIME_DIR", &xdg),
+            args.iter().map(|s| s.to_string()).collect(),
+        )
+        .ok();
+        let printed = r.stdout.strip_suffix('\n').expect("one line");
+        made.push(BusGuard::adopt(printed));
+        let name = Path::new(printed)
+            .strip_prefix(&bus_dir)
+            .unwrap_or_else(|_| panic!("{printed} not in {}", bus_dir.display()))
+            .to_str()
+            .unwrap();
+        let random = name.strip_prefix("random.").expect("random. prefix");
+        assert_eq!(random.len(), 30, "{name}");
+        assert!(random.bytes().all(|b| b.is_ascii_alphanumeric()), "{name}");
+        assert!(bus::stat(printed).is_ok(), "{printed} is not a bus");
+    }
+    let meta = fs::metadata(&bus_dir).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.mode() & 0o022, 0, "bus dir writable by others");
+    assert_eq!(meta.mode() & 0o700, 0o700);
+    assert_ne!(made[0].path, made[1].path);
+    assert_ne!(made[1].path, made[2].path);
+}
+
+/// `create` on an existing bus succeeds and changes nothing; `-x` (before
+/// or after the command) fails with 1.
+#[test]
+fn create_existing_succeeds_unless_exclusive() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    bus(&["create", "-x", &p]).ok();
+    let _guard = BusGuard::adopt(&p);
+    let before = fs::read_to_string(&p).unwrap();
+    let stat_before = bus::stat(&p).unwrap();
+
+    bus(&["create", &p]).ok();
+    bus(&["create", "-x", &p]).fails("already exists");
+    bus(&["-x", "create", &p]).fails("already exists");
+
+    assert_eq!(fs::read_to_string(&p).unwrap(), before);
+    assert_eq!(bus::stat(&p).unwrap(), stat_before);
+}
+
+/// `remove` deletes the file, the semaphore array and the segment; a
+/// second `remove` fails with 1.
+#[test]
+fn remove_deletes_the_file_and_both_ipc_objects() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    bus(&["create", &p]).ok();
+    let guard = BusGuard::adopt(&p);
+    let keys = guard.keys;
+    assert!(sem_exists(keys.sem) && shm_exists(keys.shm));
+
+    bus(&["remove", &p]).ok();
+    assert!(!Path::new(&p).exists(), "file left");
+    assert!(!sem_exists(keys.sem), "semaphore array left");
+    assert!(!shm_exists(keys.shm), "shared memory left");
+
+    // The same keys in a new file no longer open.
+    let copy = dir.file("copy");
+    fs::write(&copy, bus::busfile::format(keys)).unwrap();
+    assert!(matches!(bus::stat(&copy), Err(bus::Error::Gone { .. })));
+
+    bus(&["remove", &p]).fails("no such bus");
+}
+
+/// `remove` of a pathname that does not exist fails with 1 and names it.
+#[test]
+fn remove_of_a_missing_bus_exits_1() {
+    let dir = TempDir::new();
+    let p = dir.file("missing");
+    bus(&["remove", &p]).fails(&format!("{p}: no such bus"));
+}
+
+// --- listen, wait, broadcast. -----------------------------------------------
+
+/// `listen` runs the command for every message with `$msg` set to it,
+/// verbatim: never interpreted by the shell.
+#[test]
+fn listen_runs_the_command_with_msg_for_every_message() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let _guard = BusGuard::create(&p);
+    let _listener = Proc::listen(&dir, &p, &out, 1);
+
+    let pwned = dir.file("pwned");
+    let injection = format!("$(touch {pwned})");
+    let messages = [
+        "0 hello",
+        "0 with  spaces\tand a tab",
+        "0 quotes ' \" and $HOME `id`",
+        &injection,
+        "0 ünïcödé ✓",
+        "",
+        "1234",
+    ];
+    for m in messages {
+        bus(&["broadcast", &p, m]).ok();
+    }
+    assert_eq!(lines(&out, messages.len()), sorted(&messages));
+    assert!(
+        !Path::new(&pwned).exists(),
+        "a message was run by the shell"
+    );
+}
+
+/// SIGTERM, SIGINT and SIGHUP make `listen` leave the bus and exit 0,
+/// restoring the semaphores to their idle values.
+#[test]
+fn listen_exits_0_on_termination_signals_and_leaves_the_bus() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let _guard = BusGuard::create(&p);
+    let mut a = Proc::listen(&dir, &p, &out, 1);
+    let mut b = Proc::listen(&dir, &p, &out, 2);
+    let mut c = Proc::listen(&dir, &p, &out, 3);
+    // After a message, so they leave from the middle of their loop too.
+    bus(&["broadcast", &p, "0 before"]).ok();
+    assert_eq!(lines(&out, 3), ["0 before"; 3]);
+    // Each counts itself again once it has run its command.
+    c.until_listeners(&p, 3);
+
+    for (proc, signal, left) in [
+        (&mut a, libc::SIGTERM, 2),
+        (&mut b, libc::SIGINT, 1),
+        (&mut c, libc::SIGHUP, 0),
+    ] {
+        proc.signal(signal);
+        let status = proc.exit_status();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "signal {signal}: {}",
+            proc.stderr_text()
+        );
+        assert_eq!(listeners(&p), left);
+    }
+    assert_eq!(bus::stat(&p).unwrap().values, [0, 0, 1, 0, 0]);
+    // With nobody listening, a broadcast returns at once.
+    bus(&["broadcast", &p, "0 nobody"]).ok();
+}
+
+/// The detector of zombie children sees one.
+#[test]
+fn zombie_detector_sees_a_zombie() {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id() as i32;
+    until("an unreaped child to be a zombie", || {
+        children_of(std::process::id() as i32)
+            .contains(&(pid, 'Z'))
+            .then_some(())
+    });
+    child.wait().unwrap();
+}
+
+/// `listen` reaps the commands it runs: once they have finished it has no
+/// children left, zombie or not.
+#[test]
+fn listen_leaves_no_zombie_children() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let _guard = BusGuard::create(&p);
+    let mut listener = Proc::listen(&dir, &p, &out, 1);
+
+    let messages: Vec<String> = (0..20).map(|i| format!("0 message {i:02}")).collect();
+    for m in &messages {
+        bus(&["broadcast", &p, m]).ok();
+    }
+    let mut want = messages.clone();
+    want.sort();
+    assert_eq!(lines(&out, messages.len()), want);
+
+    let pid = listener.pid();
+    let mut seen = Vec::new();
+    until("the listener's children to be reaped", || {
+        seen = children_of(pid);
+        seen.is_empty().then_some(())
+    });
+    assert!(
+        seen.iter().all(|&(_, state)| state != 'Z'),
+        "zombies: {seen:?}"
+    );
+    listener.until_listeners(&p, 1);
+}
+
+/// `listen` fails with 1 when its bus is removed under it.
+#[test]
+fn listen_exits_1_when_its_bus_is_removed() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let _guard = BusGuard::create(&p);
+    let mut listener = Proc::listen(&dir, &p, &out, 1);
+    bus(&["remove", &p]).ok();
+    let status = listener.exit_status();
+    assert_eq!(status.code(), Some(1), "{}", listener.stderr_text());
+    let err = listener.stderr_text();
+    assert!(
+        err.starts_with("bus: ") && err.contains("no longer exists"),
+        "{err:?}"
+    );
+}
+
+/// `wait` runs the command with `$msg` for one message, then leaves the
+/// bus and exits 0.
+#[test]
+fn wait_exits_after_one_message_having_run_the_command() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let _guard = BusGuard::create(&p);
+    let mut waiter = Proc::start(&dir, &["wait", &p, &append_to(&out)]);
+    waiter.until_listeners(&p, 1);
+
+    bus(&["broadcast", &p, "0 the one"]).ok();
+    let status = waiter.exit_status();
+    assert_eq!(status.code(), Some(0), "{}", waiter.stderr_text());
+    assert_eq!(listeners(&p), 0);
+    assert_eq!(lines(&out, 1), ["0 the one"]);
+    assert_eq!(bus::stat(&p).unwrap().values, [0, 0, 1, 0, 0]);
+}
+
+/// `-n` and `-x` work before and after the command name.
+#[test]
+fn options_go_before_or_after_the_command() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    bus(&["-x", "create", &p]).ok();
+    let _guard = BusGuard::adopt(&p);
+    bus(&["create", "-x", &dir.file("other")]).ok();
+    let _other = BusGuard::adopt(&dir.file("other"));
+    let _listener = Proc::listen(&dir, &p, &out, 1);
+
+    bus(&["broadcast", "-n", &p, "0 after"]).ok();
+    bus(&["-n", "broadcast", &p, "0 before"]).ok();
+    bus(&["broadcast", &p, "-n", "--", "0 between"]).ok();
+    bus(&["broadcast", &p, "0 last", "-n"]).ok();
+    let want = sorted(&["0 after", "0 before", "0 between", "0 last"]);
+    assert_eq!(lines(&out, 4), want);
+}
+
+/// After `--` every argument is an operand, so a message may start with
+/// `-`; a lone `-` is always an operand.
+#[test]
+fn double_dash_ends_options() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let _guard = BusGuard::create(&p);
+    let _listener = Proc::listen(&dir, &p, &out, 1);
+
+    bus(&["broadcast", "--", &p, "-n"]).ok();
+    bus(&["broadcast", "-n", "--", &p, "--x"]).ok();
+    bus(&["--", "broadcast", &p, "-h"]).ok();
+    bus(&["broadcast", &p, "-"]).ok();
+    bus(&["broadcast", &p, "-x"]).usage();
+    assert_eq!(lines(&out, 4), sorted(&["-n", "--x", "-h", "-"]));
+}
+
+/// `broadcast -n` fails with 1 at once while another writer holds the bus
+/// (stuck on a stopped listener); the bus works again once it is released.
+#[test]
+fn broadcast_nowait_fails_at_once_while_another_writer_holds_the_bus() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let _guard = BusGuard::create(&p);
+    let listener = Proc::listen(&dir, &p, &out, 1);
+
+    listener.signal(libc::SIGSTOP);
+    let mut holder = Proc::start(&dir, &["broadcast", &p, "0 held"]);
+    until_writer_blocked(&p);
+
+    for args in [
+        &["broadcast", "-n", &p, "0 no"],
+        &["-n", "broadcast", &p, "0 no"],
+    ] {
+        let start = Instant::now();
+        bus(args).fails("would block");
+        assert!(start.elapsed() < Duration::from_secs(5), "-n waited");
+    }
+    assert!(
+        holder.child.try_wait().unwrap().is_none(),
+        "holder finished early"
+    );
+
+    listener.signal(libc::SIGCONT);
+    let status = holder.exit_status();
+    assert_eq!(status.code(), Some(0), "{}", holder.stderr_text());
+    assert_eq!(lines(&out, 1), ["0 held"]);
+    reaches_listener(&p, &out, 1, "0 still works");
+    assert_eq!(bus::stat(&p).unwrap().values[2], 1);
+}
+
+/// A broadcast blocked on a stopped listener and ended by SIGTERM exits 1
+/// and releases the writer lock; the bus works afterwards.
+#[test]
+fn broadcast_interrupted_by_sigterm_exits_1_and_releases_the_bus() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let _guard = BusGuard::create(&p);
+    let listener = Proc::listen(&dir, &p, &out, 1);
+
+    listener.signal(libc::SIGSTOP);
+    let mut holder = Proc::start(&dir, &["broadcast", &p, "0 interrupted"]);
+    until_writer_blocked(&p);
+    holder.signal(libc::SIGTERM);
+    let status = holder.exit_status();
+    assert_eq!(status.code(), Some(1), "{}", holder.stderr_text());
+    assert!(
+        holder.stderr_text().starts_with("bus: "),
+        "{}",
+        holder.stderr_text()
+    );
+    assert_eq!(
+        bus::stat(&p).unwrap().values[2],
+        1,
+        "writer lock not released"
+    );
+
+    listener.signal(libc::SIGCONT);
+    // The message was published before the writer gave up.
+    assert_eq!(lines(&out, 1), ["0 interrupted"]);
+    reaches_listener(&p, &out, 1, "0 still works");
+}
+
+/// A message of 2048 bytes is refused with 1 before the bus is touched; one
+/// of 2047 bytes arrives intact.
+#[test]
+fn messages_over_2047_bytes_are_refused_and_2047_arrive_intact() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    let long: String = (0..2048)
+        .map(|i| char::from(b"0123456789abcdefghijklmnopqrstuvwxyz"[i % 36]))
+        .collect();
+
+    // Refused even for a missing bus: the message is checked first.
+    bus(&["broadcast", &dir.file("missing"), &long]).fails("message too long");
+
+    // `wait` takes exactly the first message: the refused one never came.
+    let out = dir.file("out");
+    let mut waiter = Proc::start(&dir, &["wait", &p, &append_to(&out)]);
+    waiter.until_listeners(&p, 1);
+    bus(&["broadcast", &p, &long]).fails("message too long");
+    bus(&["broadcast", &p, "0 after"]).ok();
+    assert_eq!(waiter.exit_status().code(), Some(0));
+    assert_eq!(lines(&out, 1), ["0 after"]);
+
+    let out = dir.file("out2047");
+    let mut waiter = Proc::start(&dir, &["wait", &p, &append_to(&out)]);
+    waiter.until_listeners(&p, 1);
+    bus(&["broadcast", &p, &long[..2047]]).ok();
+    assert_eq!(waiter.exit_status().code(), Some(0));
+    let got = lines(&out, 1);
+    assert_eq!(got[0].len(), 2047);
+    assert_eq!(got[0], long[..2047]);
+}
+
+/// A NUL byte cannot be passed in argv; the library refuses it (and over
+/// 2047 bytes) before anything is sent.
+#[test]
+fn the_library_refuses_nul_and_overlong_messages() {
+    match bus::Message::new(&b"0 a\0b"[..]) {
+        Err(e @ bus::Error::MessageContainsNul { offset: 3 }) => {
+            assert_eq!(e.errno(), libc::EINVAL)
+        }
+        other => panic!("NUL accepted: {other:?}"),
+    }
+    assert!(matches!(
+        bus::Message::new(vec![b'a'; 2048]),
+        Err(bus::Error::MessageTooLong { len: 2048 })
+    ));
+    assert!(bus::Message::new(vec![b'a'; 2047]).is_ok());
+}
+
+// --- chmod, chown, chgrp, stat. ---------------------------------------------
+
+/// `chmod` with octal and symbolic permissions: any bit of a class grants
+/// read and write; the file gets the mode without group/other write.
+#[test]
+fn chmod_octal_and_symbolic() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let _guard = BusGuard::create(&p);
+    let steps = [
+        ("700", 0o600),
+        ("751", 0o666),
+        ("ug", 0o660),
+        ("+o", 0o666),
+        ("-g", 0o606),
+        ("=u+g", 0o660),
+        ("7", 0o006),
+        ("070", 0o060),
+        ("0", 0o000),
+        ("+u", 0o600),
+        ("u-u+o", 0o006),
+        ("=ugo", 0o666),
+        ("-ug", 0o006),
+        ("600", 0o600),
+    ];
+    for (spec, mode) in steps {
+        // `--` so that `-g` is not taken for an option; without it, see
+        // `chmod_takes_permissions_starting_with_a_dash`.
+        bus(&["chmod", "--", spec, &p]).ok();
+        let s = bus::stat(&p).unwrap();
+        assert_eq!(s.sem_mode, mode, "semaphores after chmod {spec}");
+        assert_eq!(s.shm_mode, mode, "shared memory after chmod {spec}");
+        assert_eq!(file_mode(&p), mode & !0o022, "file after chmod {spec}");
+        assert_eq!(s.file_mode, mode & !0o022);
+    }
+    let _listener = Proc::listen(&dir, &p, &out, 1);
+    reaches_listener(&p, &out, 0, "0 after chmod");
+}
+
+/// Symbolic permissions may start with `-` (PROTOCOL.md's own `-g`):
+/// right after `chmod` they are PERMISSIONS, not options, as in the
+/// original `bus`.
+#[test]
+fn chmod_takes_permissions_starting_with_a_dash() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    bus(&["chmod", "ugo", &p]).ok();
+    bus(&["chmod", "-g", &p]).ok();
+    assert_eq!(bus::stat(&p).unwrap().sem_mode, 0o606);
+    bus(&["chmod", "-o+g", &p]).ok();
+    assert_eq!(bus::stat(&p).unwrap().sem_mode, 0o660);
+    bus(&["chmod", "--", "-g", &p]).ok();
+    assert_eq!(bus::stat(&p).unwrap().sem_mode, 0o600);
+    assert_eq!(file_mode(&p), 0o600);
+}
+
+/// `chown` and `chgrp` with numeric ids and names set the owner of the
+/// file and of both IPC objects; unknown names fail with 1 and change
+/// nothing.
+#[test]
+fn chown_and_chgrp_with_ids_and_names() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let _guard = BusGuard::create(&p);
+    let user0 = name_with_id("/etc/passwd", 0);
+    let group0 = name_with_id("/etc/group", 0);
+    let owner = |p: &str| {
+        let s = bus::stat(p).unwrap();
+        let meta = fs::metadata(p).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (s.uid, s.gid),
+            "file and IPC differ"
+        );
+        (s.uid, s.gid)
+    };
+
+    bus(&["chown", "1234:5678", &p]).ok();
+    assert_eq!(owner(&p), (1234, 5678));
+    bus(&["chgrp", "42", &p]).ok();
+    assert_eq!(owner(&p), (1234, 42));
+    bus(&["chown", "4321", &p]).ok();
+    assert_eq!(owner(&p), (4321, 42));
+
+    bus(&["chown", "no-such-user-here", &p]).fails("no such user");
+    bus(&["chown", &format!("{user0}:no-such-group-here"), &p]).fails("no such group");
+    bus(&["chgrp", "no-such-group-here", &p]).fails("no such group");
+    assert_eq!(owner(&p), (4321, 42));
+
+    bus(&["chgrp", &group0, &p]).ok();
+    assert_eq!(owner(&p), (4321, 0));
+    bus(&["chown", &user0, &p]).ok();
+    assert_eq!(owner(&p), (0, 0));
+    bus(&["chown", "1234:5678", &p]).ok();
+    bus(&["chown", &format!("{user0}:{group0}"), &p]).ok();
+    assert_eq!(owner(&p), (0, 0));
+
+    // Modes are untouched by ownership changes.
+    let s = bus::stat(&p).unwrap();
+    assert_eq!((s.sem_mode, s.shm_mode, s.file_mode), (0o600, 0o600, 0o600));
+    let _listener = Proc::listen(&dir, &p, &out, 1);
+    reaches_listener(&p, &out, 0, "0 after chown");
+}
+
+/// An empty user or group name, or a group holding `:`, is not understood
+/// (2, as in the original), and the bus keeps its owner.
+#[test]
+fn malformed_owners_are_usage_errors() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    bus(&["chown", "1234:5678", &p]).ok();
+    for owner in ["", ":", "1234:", ":5678", "1234:5678:9"] {
+        bus(&["chown", owner, &p]).usage();
+    }
+    for group in ["", "5678:9"] {
+        bus(&["chgrp", group, &p]).usage();
+    }
+    let s = bus::stat(&p).unwrap();
+    assert_eq!((s.uid, s.gid), (1234, 5678));
+}
+
+/// `stat` prints the keys, permissions, owner and the listener count.
+#[test]
+fn stat_prints_keys_permissions_owner_and_listeners() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let guard = BusGuard::create(&p);
+
+    let r = bus(&["stat", &p]).ok();
+    assert_eq!(stat_field(&r.stdout, "path"), p);
+    assert_eq!(
+        stat_field(&r.stdout, "semaphore key"),
+        guard.keys.sem.to_string()
+    );
+    assert_eq!(
+        stat_field(&r.stdout, "memory key"),
+        guard.keys.shm.to_string()
+    );
+    assert_eq!(stat_field(&r.stdout, "permissions"), "600 (file 600)");
+    let meta = fs::metadata(&p).unwrap();
+    assert_eq!(
+        stat_field(&r.stdout, "owner"),
+        format!("{}:{}", meta.uid(), meta.gid())
+    );
+    assert_eq!(stat_field(&r.stdout, "listeners"), "0");
+
+    let mut listener = Proc::listen(&dir, &p, &out, 1);
+    let r = bus(&["stat", &p]).ok();
+    assert_eq!(stat_field(&r.stdout, "listeners"), "1");
+    assert!(r.stdout.contains("S=1 "), "{}", r.stdout);
+
+    listener.signal(libc::SIGTERM);
+    assert_eq!(listener.exit_status().code(), Some(0));
+    bus(&["chmod", "751", &p]).ok();
+    let r = bus(&["stat", &p]).ok();
+    assert_eq!(stat_field(&r.stdout, "listeners"), "0");
+    assert_eq!(stat_field(&r.stdout, "permissions"), "666 (file 644)");
+}
+
+// --- Bad input. ---------------------------------------------------------------
+
+/// Every subcommand that opens a bus, with `PATH` in its place.
+fn commands_on(path: &str, out: &str) -> Vec<Vec<String>> {
+    let cmd = append_to(out);
+    let all: [&[&str]; 10] = [
+        &["remove", path],
+        &["listen", path, &cmd],
+        &["wait", path, &cmd],
+        &["broadcast", path, "0 m"],
+        &["broadcast", "-n", path, "0 m"],
+        &["chmod", "600", path],
+        &["chmod", "+o", path],
+        &["chown", "0:0", path],
+        &["chgrp", "0", path],
+        &["stat", path],
+    ];
+    all.iter()
+        .map(|args| args.iter().map(|s| s.to_string()).collect())
+        .collect()
+}
+
+/// Runs every subcommand on a bad `path` (rebuilt by `make` before each):
+/// each exits 1 with a `bus: ` message naming the path, and all but
+/// `remove` leave the file as it was.
+#[track_caller]
+fn every_command_fails_on(dir: &TempDir, path: &str, make: &dyn Fn(), reason: &str) {
+    let out = dir.file("bad-out");
+    for args in commands_on(path, &out) {
+        make();
+        let before = fs::read(path).ok();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = bus(&args).fails(path);
+        assert!(r.stderr.contains(reason), "expected {reason:?}: {r}");
+        if args[0] != "remove" {
+            assert_eq!(fs::read(path).ok(), before, "bus {args:?} changed the file");
+        }
+    }
+    assert!(!Path::new(&out).exists(), "a command ran for a bad bus");
+}
+
+/// Files that are not buses (text, empty, one line, key 0, keys out of
+/// range, keys of absent objects, a directory, a missing path): every
+/// subcommand exits 1 with a clear message and never crashes.
+#[test]
+fn bad_bus_files_fail_with_1_for_every_subcommand() {
+    let dir = TempDir::new();
+    let p = dir.file("bad");
+    let sem = absent_key(12345);
+    let shm = absent_key(67890);
+    let contents: [(&str, String, &str); 7] = [
+        ("text", "hello, world\nnot a bus\n".into(), "not a bus file"),
+        ("empty", String::new(), "not a bus file"),
+        ("one line", format!("{sem}\n"), "not a bus file"),
+        ("IPC_PRIVATE", "0\n0\n".into(), "not a bus file"),
+        ("too large", "99999999999\n1\n".into(), "not a bus file"),
+        (
+            "binary",
+            "\u{1}\u{2}\u{3}\n\u{ff}\n".into(),
+            "not a bus file",
+        ),
+        (
+            "absent objects",
+            format!("{sem}\n{shm}\n"),
+            "no longer exists",
+        ),
+    ];
+    for (what, text, reason) in &contents {
+        let make = || fs::write(&p, text).unwrap_or_else(|e| panic!("{what}: {e}"));
+        every_command_fails_on(&dir, &p, &make, reason);
+    }
+
+    let d = dir.file("dir");
+    fs::create_dir(&d).unwrap();
+    every_command_fails_on(&dir, &d, &|| (), "not a bus file");
+    assert!(Path::new(&d).is_dir());
+
+    let missing = dir.file("missing");
+    every_command_fails_on(&dir, &missing, &|| (), "");
+    assert!(!Path::new(&missing).exists());
+    assert!(!sem_exists(sem) && !shm_exists(shm), "objects appeared");
+}
+
+/// A file naming a real bus's keys swapped fails with 1 for every
+/// subcommand, and the real bus is unharmed.
+#[test]
+fn swapped_keys_fail_with_1_and_leave_the_real_bus_working() {
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let guard = BusGuard::create(&p);
+    let _listener = Proc::listen(&dir, &p, &out, 1);
+    let before = bus::stat(&p).unwrap();
+
+    let swapped = dir.file("swapped");
+    let text = format!("{}\n{}\n", guard.keys.shm, guard.keys.sem);
+    let make = || fs::write(&swapped, &text).unwrap();
+    every_command_fails_on(&dir, &swapped, &make, "");
+
+    assert_eq!(bus::stat(&p).unwrap(), before);
+    reaches_listener(&p, &out, 0, "0 still works");
+}
+
+/// Another user is refused (1, "permission denied") by a 0600 bus owned by
+/// someone else, whether the file or the IPC objects refuse; `chmod +o`
+/// lets them in; restored, the bus works.
+#[test]
+fn other_users_are_refused_until_granted() {
+    assert!(
+        Path::new("/usr/bin/setpriv").exists() || Path::new("/bin/setpriv").exists(),
+        "setpriv (util-linux) is needed to run as another user"
+    );
+    // Never a silent skip: without root this test cannot run, so it fails.
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "changing owners and running as another user needs root"
+    );
+    let dir = TempDir::new();
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    bus(&["create", &p]).ok();
+    let guard = BusGuard::adopt(&p);
+    let _listener = Proc::listen(&dir, &p, &out, 1);
+    bus(&["chown", "4321:4321", &p]).ok();
+    bus(&["chmod", "600", &p]).ok();
+
+    // The file refuses.
+    bus_as_nobody(&["broadcast", &p, "0 refused"]).fails("permission denied");
+    bus_as_nobody(&["broadcast", "-n", &p, "0 refused"]).fails("permission denied");
+    bus_as_nobody(&["wait", &p, "true"]).fails("permission denied");
+    bus_as_nobody(&["stat", &p]).fails("permission denied");
+    bus_as_nobody(&["remove", &p]).fails("permission denied");
+    bus_as_nobody(&["chmod", "666", &p]).fails("permission denied");
+
+    // The file is readable, the objects refuse.
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o604)).unwrap();
+    bus_as_nobody(&["broadcast", &p, "0 refused"]).fails("permission denied");
+    bus_as_nobody(&["wait", &p, "true"]).fails("permission denied");
+    bus_as_nobody(&["chmod", "666", &p]).fails("permission denied");
+    assert!(sem_exists(guard.keys.sem) && Path::new(&p).exists());
+
+    // Granted to others: in.
+    bus(&["chmod", "+o", &p]).ok();
+    assert_eq!(file_mode(&p), 0o604);
+    bus_as_nobody(&["broadcast", &p, "0 granted"]).ok();
+    assert_eq!(lines(&out, 1), ["0 granted"]);
+
+    // Revoked again: out.
+    bus(&["chmod", "=u", &p]).ok();
+    bus_as_nobody(&["broadcast", &p, "0 refused"]).fails("permission denied");
+
+    bus(&["chown", "0:0", &p]).ok();
+    let s = bus::stat(&p).unwrap();
+    assert_eq!((s.uid, s.gid, s.sem_mode), (0, 0, 0o600));
+    reaches_listener(&p, &out, 1, "0 restored");
+}
