@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::busfile::{self, Keys};
 use crate::error::{Error, Result};
 use crate::sys::{Mapping, SemId, SemOp, ShmId};
-use crate::wait::ipc_error;
+use crate::wait::{ipc_error, Spinner};
 
 /// Semaphore indices and the operations of the protocol (PROTOCOL.md).
 pub(crate) mod sem {
@@ -72,7 +72,7 @@ pub struct Bus {
     pub(crate) sem: SemId,
     pub(crate) mem: Mapping,
     access: Access,
-    pub(crate) spin: Duration,
+    pub(crate) spin: Spinner,
 }
 
 impl Bus {
@@ -92,7 +92,7 @@ impl Bus {
             sem,
             mem,
             access,
-            spin: Duration::ZERO,
+            spin: Spinner::default(),
         })
     }
 
@@ -125,11 +125,18 @@ impl Bus {
     }
 
     /// Before blocking on a semaphore, retry without blocking for up to
-    /// `budget` (default: zero, never spin). Spinning trades CPU for
-    /// latency when the other side answers within microseconds; it changes
-    /// nothing another process can observe.
-    pub fn set_spin(&mut self, budget: Duration) {
-        self.spin = budget;
+    /// `max` (default: zero, never spin). Spinning trades CPU for latency
+    /// when the other side answers within microseconds; the budget adapts:
+    /// it shrinks to nothing when spinning does not pay (an idle bus, more
+    /// busy processes than cores). It changes nothing another process can
+    /// observe.
+    pub fn set_spin(&mut self, max: Duration) {
+        self.spin.set_max(max);
+    }
+
+    /// The maximum spinning budget set by [`Bus::set_spin`].
+    pub fn spin(&self) -> Duration {
+        self.spin.max()
     }
 
     /// The number of processes listening now (semaphore S).

@@ -166,7 +166,7 @@ impl Bus {
         let limits = Limits {
             deadline: options.deadline,
             stop: options.stop,
-            spin: self.spin,
+            spin: Some(&self.spin),
         };
         let mut member = Membership::join(self, Mode::Timed, &limits)?;
         if callback(Event::Listening) == Flow::Stop {
@@ -196,7 +196,7 @@ impl Bus {
         let limits = Limits {
             deadline: options.deadline,
             stop: options.stop,
-            spin: self.spin,
+            spin: Some(&self.spin),
         };
         let member = Membership::join(self, Mode::Timed, &limits)?;
         Ok(Poller {
@@ -242,7 +242,7 @@ impl Poller<'_> {
         let limits = Limits {
             deadline,
             stop: self.stop,
-            spin: self.member.bus.spin,
+            spin: Some(&self.member.bus.spin),
         };
         if self.member.state == State::Acked {
             self.member.rearm(mode, &limits)?;

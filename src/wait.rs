@@ -3,7 +3,7 @@
 //! `EINTR` is retried.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -206,8 +206,65 @@ pub(crate) enum Mode {
 pub(crate) struct Limits<'a> {
     pub deadline: Option<Deadline>,
     pub stop: Option<&'a StopToken>,
-    /// Spin with non-blocking attempts this long before blocking.
-    pub spin: Duration,
+    /// Spin with non-blocking attempts before blocking, as this says.
+    pub spin: Option<&'a Spinner>,
+}
+
+/// Adaptive spinning: try a wait without blocking for up to a budget before
+/// blocking. The budget doubles (up to its maximum) when spinning ended the
+/// wait and halves when it did not, so it fades away when the other side is
+/// slow or when there are more spinners than cores; at zero, one blocking
+/// wait in [`Spinner::PROBE_EVERY`] probes again with a small budget.
+#[derive(Debug, Default)]
+pub(crate) struct Spinner {
+    max_ns: AtomicU64,
+    budget_ns: AtomicU64,
+    since_probe: AtomicU64,
+}
+
+impl Spinner {
+    const PROBE_EVERY: u64 = 64;
+    const FLOOR_NS: u64 = 500;
+
+    pub fn set_max(&self, max: Duration) {
+        let ns = max.as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.max_ns.store(ns, Ordering::Relaxed);
+        self.budget_ns.store(ns, Ordering::Relaxed);
+    }
+
+    pub fn max(&self) -> Duration {
+        Duration::from_nanos(self.max_ns.load(Ordering::Relaxed))
+    }
+
+    /// The budget for the next wait (zero: block at once).
+    fn budget(&self) -> u64 {
+        let max = self.max_ns.load(Ordering::Relaxed);
+        if max == 0 {
+            return 0;
+        }
+        let budget = self.budget_ns.load(Ordering::Relaxed);
+        if budget > 0 {
+            return budget;
+        }
+        let n = self.since_probe.fetch_add(1, Ordering::Relaxed);
+        if n % Self::PROBE_EVERY == Self::PROBE_EVERY - 1 {
+            (max / 8).max(Self::FLOOR_NS)
+        } else {
+            0
+        }
+    }
+
+    fn record(&self, budget: u64, success: bool) {
+        let max = self.max_ns.load(Ordering::Relaxed);
+        let next = if success {
+            (budget * 2).clamp(Self::FLOOR_NS, max)
+        } else if budget / 2 < Self::FLOOR_NS {
+            0
+        } else {
+            budget / 2
+        };
+        self.budget_ns.store(next, Ordering::Relaxed);
+    }
 }
 
 /// Maps a `semop`/`semctl` failure on the bus at `path` to the crate's
@@ -248,8 +305,15 @@ pub(crate) fn semop(
             Err(e) => Err(ipc_error(path, "semop", e)),
         };
     }
-    if !limits.spin.is_zero() && spin(sem, ops, limits.spin)? {
-        return Ok(());
+    if let Some(spinner) = limits.spin {
+        let budget = spinner.budget();
+        if budget > 0 {
+            let success = spin(sem, ops, Duration::from_nanos(budget));
+            spinner.record(budget, success);
+            if success {
+                return Ok(());
+            }
+        }
     }
     let registration = limits.stop.map(StopToken::register);
     loop {
@@ -278,20 +342,18 @@ pub(crate) fn semop(
 }
 
 /// Tries `ops` without blocking until it succeeds or `budget` is spent.
-/// Returns whether it succeeded.
-fn spin(sem: SemId, ops: &[SemOp], budget: Duration) -> Result<bool> {
+/// Returns whether it succeeded (on an error, the blocking path that
+/// follows reports it with its context).
+fn spin(sem: SemId, ops: &[SemOp], budget: Duration) -> bool {
     let start = Instant::now();
-    let mut tries = 0u32;
     loop {
         match sem.op(ops, Block::Never) {
-            Ok(()) => return Ok(true),
+            Ok(()) => return true,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => {}
-            // Let the blocking path report the error with its context.
-            Err(_) => return Ok(false),
+            Err(_) => return false,
         }
-        tries += 1;
-        if tries % 16 == 0 && start.elapsed() >= budget {
-            return Ok(false);
+        if start.elapsed() >= budget {
+            return false;
         }
         std::hint::spin_loop();
     }

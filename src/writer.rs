@@ -76,7 +76,7 @@ impl Bus {
         let limits = Limits {
             deadline: options.deadline,
             stop: options.stop,
-            spin: self.spin,
+            spin: Some(&self.spin),
         };
         // Steps 1-2: take the writer lock, then wait for listeners to finish
         // re-registering. Done in one call unless no-wait only applies to X.

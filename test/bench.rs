@@ -1,0 +1,288 @@
+//! Broadcast benchmark (not a test). One command:
+//!
+//! ```text
+//! cargo run --release --example bench [-- --spin MICROS] [--quick]
+//! ```
+//!
+//! For L = 0, 1, 2, 4, 8, 16 listener processes (read loop and poller) and
+//! 64- and 2000-byte messages it prints broadcasts per second, p50 / p99
+//! latency from `write` to the listener, and the cost of one broadcast as a
+//! ratio of a blocking pipe round trip between two processes, measured in
+//! the same run. `--spin MICROS` lets writer and listeners spin that long
+//! before blocking; the CPU time used per broadcast is printed either way.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bus::{Access, Bus, Clock, Event, Flow, Message};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("listen") => listen(&args[1], &args[2], spin_of(&args)),
+        Some("pipe-echo") => pipe_echo(),
+        _ => bench(&args),
+    }
+}
+
+fn spin_of(args: &[String]) -> Duration {
+    args.iter()
+        .position(|a| a == "--spin")
+        .map(|i| Duration::from_micros(args[i + 1].parse().expect("--spin MICROS")))
+        .unwrap_or(Duration::ZERO)
+}
+
+fn now_ns() -> u64 {
+    Clock::Monotonic.now().as_nanos() as u64
+}
+
+/// CPU time (user + system) of this process and its reaped children.
+fn cpu_time() -> Duration {
+    let usage = |who| {
+        let r = nix::sys::resource::getrusage(who).expect("getrusage");
+        let t = |tv: nix::sys::time::TimeVal| {
+            Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000)
+        };
+        t(r.user_time()) + t(r.system_time())
+    };
+    usage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        + usage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+}
+
+/// A listener process: prints `ready`, then on `end` prints its latencies
+/// (nanoseconds, sorted) as one line.
+fn listen(path: &str, mode: &str, spin: Duration) {
+    let mut bus = Bus::open(path, Access::ReadOnly).expect("open");
+    bus.set_spin(spin);
+    let mut latencies = Vec::with_capacity(1 << 20);
+    let mut on_message = |m: &[u8]| -> bool {
+        let now = now_ns();
+        if m.starts_with(b"end") {
+            return false;
+        }
+        let end = m.iter().position(|&b| b == b' ').unwrap_or(m.len());
+        let sent: u64 = std::str::from_utf8(&m[..end]).unwrap().parse().unwrap();
+        latencies.push(now.saturating_sub(sent));
+        true
+    };
+    let ready = || {
+        println!("ready");
+        std::io::stdout().flush().unwrap();
+    };
+    if mode == "poll" {
+        let mut poller = bus.poller().expect("poller");
+        ready();
+        while on_message(poller.poll().expect("poll")) {}
+    } else {
+        bus.read(|e| match e {
+            Event::Listening => {
+                ready();
+                Flow::Continue
+            }
+            Event::Message(m) if on_message(m) => Flow::Continue,
+            Event::Message(_) => Flow::Stop,
+        })
+        .expect("read");
+    }
+    latencies.sort_unstable();
+    let line: Vec<String> = latencies.iter().map(u64::to_string).collect();
+    println!("{}", line.join(" "));
+}
+
+/// The child side of the pipe round trip: echoes each byte back.
+fn pipe_echo() {
+    let mut input = std::io::stdin().lock();
+    let mut output = std::io::stdout().lock();
+    let mut byte = [0u8; 1];
+    while input.read_exact(&mut byte).is_ok() {
+        if output
+            .write_all(&byte)
+            .and_then(|()| output.flush())
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Mean time of a blocking one-byte round trip through two pipes.
+fn pipe_round_trip(rounds: u32) -> Duration {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("pipe-echo")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to = child.stdin.take().unwrap();
+    let mut from = child.stdout.take().unwrap();
+    let mut byte = [7u8; 1];
+    for _ in 0..1000 {
+        to.write_all(&byte).unwrap();
+        from.read_exact(&mut byte).unwrap();
+    }
+    let start = Instant::now();
+    for _ in 0..rounds {
+        to.write_all(&byte).unwrap();
+        from.read_exact(&mut byte).unwrap();
+    }
+    let took = start.elapsed() / rounds;
+    drop(to);
+    child.wait().unwrap();
+    took
+}
+
+struct Row {
+    listeners: usize,
+    mode: &'static str,
+    size: usize,
+    per_second: f64,
+    cost: Duration,
+    p50: Duration,
+    p99: Duration,
+    cpu: Duration,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    Duration::from_nanos(sorted[i])
+}
+
+fn run(
+    path: &std::path::Path,
+    listeners: usize,
+    mode: &'static str,
+    size: usize,
+    count: u32,
+    spin: Duration,
+) -> Row {
+    let mut children: Vec<_> = (0..listeners)
+        .map(|_| {
+            let mut c = Command::new(std::env::current_exe().unwrap())
+                .arg("listen")
+                .arg(path)
+                .arg(mode)
+                .arg("--spin")
+                .arg(spin.as_micros().to_string())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = BufReader::new(c.stdout.take().unwrap());
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            assert_eq!(line.trim(), "ready");
+            (c, out)
+        })
+        .collect();
+    let mut bus = Bus::open(path, Access::Write).unwrap();
+    bus.set_spin(spin);
+    let padding = "x".repeat(size.saturating_sub(21));
+    let message = |ts: u64| Message::new(format!("{ts:020} {padding}")).unwrap();
+    for _ in 0..(count / 20).max(100) {
+        bus.write(&message(now_ns())).unwrap(); // warm up
+    }
+    let cpu_before = cpu_time();
+    let start = Instant::now();
+    for _ in 0..count {
+        bus.write(&message(now_ns())).unwrap();
+    }
+    let took = start.elapsed();
+    bus.write(&Message::new("end").unwrap()).unwrap();
+    let mut latencies = Vec::new();
+    for (mut c, mut out) in children.drain(..) {
+        let mut line = String::new();
+        out.read_to_string(&mut line).unwrap();
+        latencies.extend(line.split_whitespace().map(|n| n.parse::<u64>().unwrap()));
+        c.wait().unwrap();
+    }
+    let cpu = cpu_time() - cpu_before;
+    latencies.sort_unstable();
+    Row {
+        listeners,
+        mode,
+        size,
+        per_second: f64::from(count) / took.as_secs_f64(),
+        cost: took / count,
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        cpu: cpu / count,
+    }
+}
+
+fn bench(args: &[String]) {
+    let spin = spin_of(args);
+    let quick = args.iter().any(|a| a == "--quick");
+    let dir = std::env::temp_dir().join(format!("bus-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = bus::create(Some(&dir.join("bus")), true).unwrap();
+    let cleanup = || {
+        let _ = bus::unlink(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+    };
+    let result = std::panic::catch_unwind(|| {
+        let rt = pipe_round_trip(if quick { 5_000 } else { 50_000 });
+        println!(
+            "baseline: blocking pipe round trip between two processes: {:.2} us",
+            us(rt)
+        );
+        println!(
+            "spinning before blocking: {}",
+            if spin.is_zero() {
+                "off".to_string()
+            } else {
+                format!("{} us", spin.as_micros())
+            }
+        );
+        println!();
+        println!(
+            "{:>3} {:>5} {:>5} {:>12} {:>10} {:>9} {:>9} {:>9} {:>10}",
+            "L",
+            "mode",
+            "bytes",
+            "broadcast/s",
+            "cost us",
+            "cost/rt",
+            "p50 us",
+            "p99 us",
+            "cpu us/msg"
+        );
+        for size in [64, 2000] {
+            for listeners in [0usize, 1, 2, 4, 8, 16] {
+                for mode in ["read", "poll"] {
+                    if listeners == 0 && mode == "poll" {
+                        continue;
+                    }
+                    let count = if quick {
+                        2_000
+                    } else {
+                        20_000 / (1 + listeners as u32 / 4)
+                    };
+                    let r = run(&path, listeners, mode, size, count, spin);
+                    println!(
+                        "{:>3} {:>5} {:>5} {:>12.0} {:>10.2} {:>9.3} {:>9.2} {:>9.2} {:>10.2}",
+                        r.listeners,
+                        if r.listeners == 0 { "-" } else { r.mode },
+                        r.size,
+                        r.per_second,
+                        us(r.cost),
+                        r.cost.as_secs_f64() / rt.as_secs_f64(),
+                        us(r.p50),
+                        us(r.p99),
+                        us(r.cpu),
+                    );
+                }
+            }
+        }
+    });
+    cleanup();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
