@@ -41,7 +41,7 @@ mod writer;
 pub use crate::admin::{chmod, chown, create, normalise_mode, stat, unlink, Status};
 pub use crate::bus::{Access, Bus};
 pub use crate::error::{Error, Result};
-pub use crate::listener::{Event, Flow, Poller, ReadOptions};
+pub use crate::listener::{Event, Flow, Poller, ReadOptions, Standing};
 pub use crate::message::{Message, MAX_MESSAGE_LEN};
 pub use crate::sys::MEMORY_SIZE;
 pub use crate::wait::{reap_children_automatically, Clock, Deadline, StopToken};

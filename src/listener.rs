@@ -65,6 +65,16 @@ enum State {
     Out,
 }
 
+/// Where a listener stands on its bus when its loop is handed over to
+/// another loop of the same process (see [`Bus::read_handover`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Counted and armed: waiting for the next message.
+    Armed,
+    /// Has taken a message and still holds writers back until it re-arms.
+    Acked,
+}
+
 /// A listener's presence on a bus; leaving is `Drop`.
 #[derive(Debug)]
 struct Membership<'a> {
@@ -128,9 +138,43 @@ impl<'a> Membership<'a> {
     }
 }
 
+impl<'a> Membership<'a> {
+    /// Takes over a standing left by [`Membership::detach`] in this process.
+    /// No semaphore operation: the semaphores (and the kernel's undo
+    /// adjustments, which belong to the process) already say so.
+    fn adopt(bus: &'a Bus, standing: Standing) -> Membership<'a> {
+        let state = match standing {
+            Standing::Armed => State::Armed,
+            Standing::Acked => State::Acked,
+        };
+        Membership { bus, state }
+    }
+
+    /// Stops without leaving: the standing is for a later `adopt`.
+    fn detach(mut self) -> Option<Standing> {
+        let standing = match self.state {
+            State::Armed => Some(Standing::Armed),
+            State::Acked => Some(Standing::Acked),
+            State::Out => None,
+        };
+        self.state = State::Out;
+        standing
+    }
+}
+
 impl Drop for Membership<'_> {
     fn drop(&mut self) {
         self.leave();
+    }
+}
+
+impl ReadOptions<'_> {
+    fn limits<'s>(&'s self, bus: &'s Bus) -> Limits<'s> {
+        Limits {
+            deadline: self.deadline,
+            stop: self.stop,
+            spin: Some(&bus.spin),
+        }
     }
 }
 
@@ -159,27 +203,73 @@ impl Bus {
     }
 
     /// Listens with explicit options.
-    pub fn read_with<F>(&self, options: &ReadOptions<'_>, mut callback: F) -> Result<()>
+    pub fn read_with<F>(&self, options: &ReadOptions<'_>, callback: F) -> Result<()>
     where
         F: FnMut(Event<'_>) -> Flow,
     {
-        let limits = Limits {
-            deadline: options.deadline,
-            stop: options.stop,
-            spin: Some(&self.spin),
+        let member = Membership::join(self, Mode::Timed, &options.limits(self))?;
+        self.listen(member, options, callback, false).map(drop)
+    }
+
+    /// Listens like [`Bus::read_with`], so that the loop can be handed over
+    /// to another loop of this process (say, a newer copy of the code)
+    /// with no message lost or repeated and nothing another process can
+    /// see: `from` is `None` to join the bus, or the standing a previous
+    /// loop returned, which is taken over without any semaphore operation.
+    /// When `options.stop` stops it, the loop does not leave the bus but
+    /// returns `Ok(Some(standing))`; when the callback stops it, it leaves
+    /// and returns `Ok(None)`. The bus must be the same (same file and
+    /// keys), opened in this process; `Event::Listening` is sent either way.
+    pub fn read_handover<F>(
+        &self,
+        from: Option<Standing>,
+        options: &ReadOptions<'_>,
+        callback: F,
+    ) -> Result<Option<Standing>>
+    where
+        F: FnMut(Event<'_>) -> Flow,
+    {
+        let member = match from {
+            None => Membership::join(self, Mode::Timed, &options.limits(self))?,
+            Some(standing) => Membership::adopt(self, standing),
         };
-        let mut member = Membership::join(self, Mode::Timed, &limits)?;
+        self.listen(member, options, callback, true)
+    }
+
+    /// The listening loop. With `detach`, a stop request returns the
+    /// standing instead of leaving.
+    fn listen<F>(
+        &self,
+        mut member: Membership<'_>,
+        options: &ReadOptions<'_>,
+        mut callback: F,
+        detach: bool,
+    ) -> Result<Option<Standing>>
+    where
+        F: FnMut(Event<'_>) -> Flow,
+    {
+        let limits = options.limits(self);
         if callback(Event::Listening) == Flow::Stop {
-            return Ok(());
+            return Ok(None);
         }
         let mut buf = Vec::with_capacity(crate::sys::MEMORY_SIZE);
         loop {
-            member.take(Mode::Timed, &limits, &mut buf)?;
-            if callback(Event::Message(&buf)) == Flow::Stop {
-                return Ok(());
+            let step = if member.state == State::Acked {
+                // Only the waits before a message is taken are timed.
+                member.rearm(Mode::Untimed, &limits)
+            } else {
+                member.take(Mode::Timed, &limits, &mut buf).map(|()| {
+                    if callback(Event::Message(&buf)) == Flow::Stop {
+                        member.leave();
+                    }
+                })
+            };
+            match step {
+                Ok(()) if member.state == State::Out => return Ok(None),
+                Ok(()) => {}
+                Err(Error::Interrupted) if detach => return Ok(member.detach()),
+                Err(e) => return Err(e),
             }
-            // Only the waits before a message is taken are timed.
-            member.rearm(Mode::Untimed, &limits)?;
         }
     }
 
@@ -193,12 +283,7 @@ impl Bus {
     /// Like [`Bus::poller`]; the options bound the join (which waits for a
     /// broadcast in flight to finish) and every later poll's stop token.
     pub fn poller_with<'a>(&'a self, options: &ReadOptions<'a>) -> Result<Poller<'a>> {
-        let limits = Limits {
-            deadline: options.deadline,
-            stop: options.stop,
-            spin: Some(&self.spin),
-        };
-        let member = Membership::join(self, Mode::Timed, &limits)?;
+        let member = Membership::join(self, Mode::Timed, &options.limits(self))?;
         Ok(Poller {
             member,
             stop: options.stop,

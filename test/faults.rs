@@ -251,3 +251,67 @@ fn stop_token_ends_a_blocked_listener_quickly() {
     let s = bus::stat(&bus.path).unwrap();
     assert_eq!((s.values[0], s.values[3]), (0, 0), "S and Q back to 0");
 }
+
+/// A listener loop handed over again and again to a new loop (new thread,
+/// new handle, as a new copy of the native code would) while a writer
+/// broadcasts back to back: no message is lost or repeated, and the bus
+/// never counts it twice (the handover makes no semaphore operation).
+#[test]
+fn handover_loses_and_repeats_nothing() {
+    let bus = TempBus::new("handover");
+    let dog = Watchdog::start(Duration::from_secs(60), &bus.path);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let mut standing = None;
+    let mut handovers = 0;
+    let mut w = None;
+    loop {
+        let token = bus::StopToken::new();
+        let (path, t, tx) = (bus.path.clone(), token.clone(), tx.clone());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let from = standing;
+        let loop_thread = std::thread::spawn(move || {
+            let b = Bus::open(&path, Access::ReadOnly).unwrap();
+            let options = bus::ReadOptions {
+                stop: Some(&t),
+                ..Default::default()
+            };
+            b.read_handover(from, &options, |e| match e {
+                Event::Listening => {
+                    ready_tx.send(()).unwrap();
+                    Flow::Continue
+                }
+                Event::Message(b"end") => Flow::Stop,
+                Event::Message(m) => {
+                    tx.send(String::from_utf8(m.to_vec()).unwrap()).unwrap();
+                    Flow::Continue
+                }
+            })
+        });
+        ready_rx.recv().unwrap();
+        // One listener: counted (armed) or holding W (acked), never more.
+        let v = bus::stat(&bus.path).unwrap().values;
+        assert!(v[0] <= 1 && v[1] <= 1, "S and W at most 1: {v:?}");
+        let child = w.get_or_insert_with(|| writer(&bus.path, 20_000, "h", &dog));
+        if child.try_wait().unwrap().is_some() {
+            end_all(&bus.path);
+            assert_eq!(loop_thread.join().unwrap().unwrap(), None);
+            break;
+        }
+        random_pause(2000);
+        token.stop();
+        standing = loop_thread.join().unwrap().unwrap();
+        assert!(
+            standing.is_some(),
+            "a stopped handover loop keeps its place"
+        );
+        handovers += 1;
+    }
+    drop(tx);
+    let got: Vec<String> = rx.iter().collect();
+    dog.finish();
+    assert_eq!(got.len(), 20_000);
+    assert_eq!(check_consecutive(&got)["h"], (0, 19_999));
+    assert!(handovers > 20, "only {handovers} handovers");
+    eprintln!("{handovers} handovers");
+    assert_eq!(bus::stat(&bus.path).unwrap().listeners(), 0);
+}
