@@ -1,0 +1,75 @@
+%% @doc The native functions (native/bus_nif). Every call into the native
+%% library goes through this module, so a later versioned module
+%% (`bus_nif_v2') can be loaded side by side. Use the `bus' and `bus_srv'
+%% modules instead: they validate the arguments.
+-module(bus_nif).
+
+-export([create/2, remove/1, chmod/2, chown/3, stat/1]).
+-export([open_writer/1, broadcast/4, close_writer/1]).
+-export([listen/3, stop_listener/1]).
+
+-on_load(init/0).
+
+-nifs([create/2, remove/1, chmod/2, chown/3, stat/1,
+       open_writer/1, broadcast/4, close_writer/1, listen/3, stop_listener/1]).
+
+-export_type([writer/0, listener/0, reason/0]).
+
+-opaque writer() :: reference().
+-opaque listener() :: reference().
+-type reason() :: message_too_long | message_contains_nul | enoent | eexist
+                | eacces | {invalid_bus_file, binary()} | gone | busy
+                | timeout | timeout_after_publish | interrupted | closed
+                | {os_error, atom() | integer(), binary()}.
+
+%% API.
+
+-spec create(binary() | undefined, boolean()) -> {ok, binary()} | {error, reason()}.
+create(_Path, _Exclusive) -> erlang:nif_error(not_loaded).
+
+-spec remove(binary()) -> ok | {error, reason()}.
+remove(_Path) -> erlang:nif_error(not_loaded).
+
+-spec chmod(binary(), non_neg_integer()) -> ok | {error, reason()}.
+chmod(_Path, _Mode) -> erlang:nif_error(not_loaded).
+
+-spec chown(binary(), non_neg_integer() | undefined, non_neg_integer() | undefined) ->
+    ok | {error, reason()}.
+chown(_Path, _Uid, _Gid) -> erlang:nif_error(not_loaded).
+
+-spec stat(binary()) -> {ok, map()} | {error, reason()}.
+stat(_Path) -> erlang:nif_error(not_loaded).
+
+-spec open_writer(binary()) -> {ok, writer()} | {error, reason()}.
+open_writer(_Path) -> erlang:nif_error(not_loaded).
+
+%% Timeout in milliseconds or infinity; it bounds every wait.
+-spec broadcast(writer(), binary(), timeout(), boolean()) -> ok | {error, reason()}.
+broadcast(_Writer, _Message, _Timeout, _NoWait) -> erlang:nif_error(not_loaded).
+
+-spec close_writer(writer()) -> ok.
+close_writer(_Writer) -> erlang:nif_error(not_loaded).
+
+%% Starts a native listener thread that sends Owner {bus_listening, Tag},
+%% then {bus_message, Tag, Binary} for each message, or
+%% {bus_listener_down, Tag, Reason} if it ends other than by a stop. It
+%% stops when stop_listener/1 is called, when the resource is garbage
+%% collected, or when Owner dies.
+-spec listen(binary(), pid(), term()) -> {ok, listener()} | {error, reason()}.
+listen(_Path, _Owner, _Tag) -> erlang:nif_error(not_loaded).
+
+%% Returns once the listener has left the bus.
+-spec stop_listener(listener()) -> ok.
+stop_listener(_Listener) -> erlang:nif_error(not_loaded).
+
+%% Internal.
+
+-spec init() -> ok | {error, term()}.
+init() ->
+    Dir = case code:priv_dir(bus) of
+        {error, bad_name} ->
+            filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
+        Priv ->
+            Priv
+    end,
+    erlang:load_nif(filename:join(Dir, atom_to_list(?MODULE)), 0).

@@ -1,0 +1,354 @@
+%% @doc One process per bus in use: owns the bus's native listener,
+%% monitors the bus's subscribers and forwards each message as
+%% `{bus, Name, Message}' (Name as given to subscribe/1, Message the binary
+%% as broadcast).
+%%
+%% Started by the first subscribe/1 of a bus, stopped (leaving the bus)
+%% after the last unsubscribe/1 or subscriber death. Subscriptions live in
+%% the bus_subscriptions table, so a restarted bus_srv finds them again. If
+%% the bus goes away for good (removed), each subscriber is sent
+%% `{bus_down, Name, Reason}' and its subscription ends.
+-module(bus_srv).
+-behaviour(gen_server).
+
+%% API.
+-export([start_link/1]).
+-export([subscribe/1, unsubscribe/1, broadcast/2, broadcast/3]).
+-export([subscribers/1, info/1]).
+%% For bus_app.
+-export([create_tables/0]).
+
+%% gen_server.
+-export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2,
+         terminate/2]).
+
+%% {{Path, Subscriber}, Name}: written by the bus's bus_srv only.
+-define(SUBSCRIPTIONS, bus_subscriptions).
+%% {Path, BusSrv}: each bus_srv claims its own entry.
+-define(SERVERS, bus_servers).
+%% A restarted bus_srv with no subscribers waits this long for one.
+-define(IDLE_TIMEOUT, 1000).
+-define(CALL_TIMEOUT, 5000).
+-define(RETRIES, 5).
+
+-record(state, {
+    path :: binary(),
+    tag :: reference() | undefined,
+    listener :: bus_nif:listener() | undefined,
+    status = joining :: joining | listening | duplicate | {failed, bus:reason()},
+    waiting = [] :: [gen_server:from()],
+    subscribers = #{} :: #{pid() => {reference(), bus:name()}},
+    received = 0 :: non_neg_integer(),
+    forwarded = 0 :: non_neg_integer()
+}).
+
+-type info() :: #{path := binary(),
+                  listeners := non_neg_integer() | undefined,
+                  received := non_neg_integer(),
+                  forwarded := non_neg_integer(),
+                  subscribers := [pid()]}.
+-export_type([info/0]).
+
+%% API.
+
+-spec start_link(binary()) -> {ok, pid()}.
+start_link(Path) ->
+    gen_server:start_link(?MODULE, Path, []).
+
+%% Subscribes the calling process to the bus. Returns once the bus's
+%% listener is counted on the bus: every broadcast that starts after
+%% this returns is delivered. Subscribing twice is subscribing once.
+-spec subscribe(bus:name()) -> ok | {error, bus:reason()}.
+subscribe(Name) ->
+    case bus:path(Name) of
+        {ok, Path} ->
+            case call(Path, {subscribe, self(), Name}, true) of
+                {error, timeout} = Timeout ->
+                    _ = unsubscribe(Name),
+                    Timeout;
+                Result ->
+                    Result
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+%% Ends the calling process's subscription; when it was the bus's last,
+%% the bus's listener has left the bus when this returns.
+-spec unsubscribe(bus:name()) -> ok | {error, bus:reason()}.
+unsubscribe(Name) ->
+    case bus:path(Name) of
+        {ok, Path} ->
+            case call(Path, {unsubscribe, self()}, false) of
+                not_running ->
+                    %% No bus_srv to clean up after us.
+                    true = ets:delete(?SUBSCRIPTIONS, {Path, self()}),
+                    ok;
+                Result ->
+                    Result
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+%% See bus:broadcast/2.
+-spec broadcast(bus:name(), bus:message()) -> ok | {error, bus:reason()}.
+broadcast(Name, Message) ->
+    bus:broadcast(Name, Message).
+
+%% See bus:broadcast/3.
+-spec broadcast(bus:name(), bus:message(), bus:broadcast_options()) ->
+    ok | {error, bus:reason()}.
+broadcast(Name, Message, Options) ->
+    bus:broadcast(Name, Message, Options).
+
+%% The processes subscribed to the bus.
+-spec subscribers(bus:name()) -> [pid()] | {error, bus:reason()}.
+subscribers(Name) ->
+    case bus:path(Name) of
+        {ok, Path} -> subscribers_of(Path);
+        {error, _} = Error -> Error
+    end.
+
+%% The bus's pathname, the number of processes listening on it (S,
+%% undefined if the bus cannot be read), the messages this node received
+%% and forwarded on it, and its subscribers.
+-spec info(bus:name()) -> info() | {error, bus:reason()}.
+info(Name) ->
+    case bus:path(Name) of
+        {ok, Path} ->
+            Counts = case call(Path, counts, false) of
+                #{} = C -> C;
+                _ -> #{received => 0, forwarded => 0}
+            end,
+            Listeners = case bus_nif:stat(Path) of
+                {ok, #{listeners := S}} -> S;
+                {error, _} -> undefined
+            end,
+            Counts#{path => Path, listeners => Listeners,
+                    subscribers => subscribers_of(Path)};
+        {error, _} = Error ->
+            Error
+    end.
+
+%% Creates the tables that outlive bus_srv processes (called by bus_app
+%% before the supervisors start).
+-spec create_tables() -> ok.
+create_tables() ->
+    ?SUBSCRIPTIONS = ets:new(?SUBSCRIPTIONS, [ordered_set, public, named_table,
+                                              {read_concurrency, true}]),
+    ?SERVERS = ets:new(?SERVERS, [set, public, named_table, {read_concurrency, true}]),
+    ok.
+
+%% gen_server.
+
+-spec init(binary()) -> {ok, #state{}} | {ok, #state{}, {continue, stop | failed}}.
+init(Path) ->
+    process_flag(trap_exit, true),
+    case claim(Path) of
+        false ->
+            %% Another live bus_srv serves this bus (a start raced with a
+            %% restart): leave quietly, callers retry and find it.
+            {ok, #state{path = Path, status = duplicate}, {continue, stop}};
+        true ->
+            Subscriptions = ets:select(?SUBSCRIPTIONS,
+                                       [{{{Path, '$1'}, '$2'}, [], [{{'$1', '$2'}}]}]),
+            State = lists:foldl(fun({Pid, Name}, S) -> add(Pid, Name, S) end,
+                                #state{path = Path}, Subscriptions),
+            _ = Subscriptions =:= [] andalso
+                erlang:send_after(?IDLE_TIMEOUT, self(), stop_if_idle),
+            case listen(State) of
+                State1 = #state{status = {failed, _}} -> {ok, State1, {continue, failed}};
+                State1 -> {ok, State1}
+            end
+    end.
+
+-spec handle_continue(stop | failed, #state{}) ->
+    {noreply, #state{}} | {stop, normal, #state{}}.
+handle_continue(stop, State) ->
+    {stop, normal, State};
+handle_continue(failed, State = #state{status = {failed, Reason}, subscribers = Subs}) ->
+    %% A restart that cannot listen: the bus is down for its subscribers
+    %% (no crash loop). A first start waits for the subscribe call.
+    case map_size(Subs) of
+        0 -> {noreply, State};
+        _ -> bus_down(Reason, State)
+    end.
+
+-spec handle_call(term(), gen_server:from(), #state{}) ->
+    {reply, term(), #state{}} | {noreply, #state{}} | {stop, normal, ok, #state{}}.
+handle_call({subscribe, _, _}, _From, State = #state{status = {failed, Reason}}) ->
+    case stop_if_idle(State) of
+        {stop, normal, State1} -> {stop, normal, {error, Reason}, State1};
+        {noreply, State1} -> {reply, {error, Reason}, State1}
+    end;
+handle_call({subscribe, Pid, Name}, From, State = #state{path = Path}) ->
+    true = ets:insert(?SUBSCRIPTIONS, {{Path, Pid}, Name}),
+    State1 = add(Pid, Name, State),
+    case State1#state.status of
+        listening -> {reply, ok, State1};
+        joining -> {noreply, State1#state{waiting = [From | State1#state.waiting]}}
+    end;
+handle_call({unsubscribe, Pid}, _From, State) ->
+    case stop_if_idle(delete(Pid, State)) of
+        {stop, normal, State1} -> {stop, normal, ok, State1};
+        {noreply, State1} -> {reply, ok, State1}
+    end;
+handle_call(counts, _From, State = #state{received = R, forwarded = F}) ->
+    {reply, #{received => R, forwarded => F}, State};
+handle_call(_Request, _From, State) ->
+    {reply, {error, unknown_request}, State}.
+
+-spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
+handle_cast(_Msg, State) ->
+    {noreply, State}.
+
+-spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
+handle_info({bus_message, Tag, Message}, State = #state{tag = Tag, subscribers = Subs}) ->
+    maps:foreach(fun(Pid, {_, Name}) -> Pid ! {bus, Name, Message} end, Subs),
+    {noreply, State#state{received = State#state.received + 1,
+                          forwarded = State#state.forwarded + map_size(Subs)}};
+handle_info({bus_listening, Tag}, State = #state{tag = Tag, waiting = Waiting}) ->
+    _ = [gen_server:reply(From, ok) || From <- Waiting],
+    {noreply, State#state{status = listening, waiting = []}};
+handle_info({bus_listener_down, Tag, Reason}, State = #state{tag = Tag}) ->
+    listener_down(Reason, State#state{listener = undefined});
+handle_info({'DOWN', _, process, Pid, _}, State) ->
+    stop_if_idle(delete(Pid, State));
+handle_info(stop_if_idle, State) ->
+    stop_if_idle(State);
+handle_info(_Info, State) ->
+    %% Messages of a listener this process has stopped.
+    {noreply, State}.
+
+-spec terminate(term(), #state{}) -> ok.
+terminate(_Reason, #state{status = duplicate}) ->
+    ok;
+terminate(_Reason, State = #state{path = Path}) ->
+    _ = ets:select_delete(?SERVERS, [{{Path, self()}, [], [true]}]),
+    _ = unlisten(State),
+    ok.
+
+%% Internal.
+
+%% Finds the bus's bus_srv (starting it if Start) and calls it, retrying
+%% while bus_srv processes come and go.
+call(Path, Request, Start) ->
+    call(Path, Request, Start, ?RETRIES).
+
+call(Path, Request, Start, Tries) ->
+    case find(Path, Start) of
+        {ok, Pid} ->
+            try
+                gen_server:call(Pid, Request, ?CALL_TIMEOUT)
+            catch
+                exit:{timeout, _} ->
+                    {error, timeout};
+                exit:{_, _} when Tries > 0 ->
+                    %% It stopped or crashed meanwhile.
+                    call(Path, Request, Start, Tries - 1)
+            end;
+        Other ->
+            Other
+    end.
+
+find(Path, Start) ->
+    case ets:lookup(?SERVERS, Path) of
+        [{_, Pid}] ->
+            case is_process_alive(Pid) of
+                true -> {ok, Pid};
+                false -> start(Path, Start)
+            end;
+        [] ->
+            start(Path, Start)
+    end.
+
+start(_Path, false) ->
+    not_running;
+start(Path, true) ->
+    case supervisor:start_child(bus_srv_sup, [Path]) of
+        {ok, Pid} -> {ok, Pid};
+        {error, _} = Error -> Error
+    end.
+
+%% Makes this process the bus's bus_srv unless a live one exists.
+claim(Path) ->
+    case ets:insert_new(?SERVERS, {Path, self()}) of
+        true ->
+            true;
+        false ->
+            case ets:lookup(?SERVERS, Path) of
+                [{_, Pid}] ->
+                    case is_process_alive(Pid) of
+                        true -> false;
+                        false -> replace(Path, Pid) orelse claim(Path)
+                    end;
+                [] ->
+                    claim(Path)
+            end
+    end.
+
+replace(Path, Dead) ->
+    1 =:= ets:select_replace(?SERVERS, [{{Path, Dead}, [], [{const, {Path, self()}}]}]).
+
+subscribers_of(Path) ->
+    ets:select(?SUBSCRIPTIONS, [{{{Path, '$1'}, '_'}, [], ['$1']}]).
+
+listen(State = #state{path = Path}) ->
+    Tag = make_ref(),
+    case bus_nif:listen(Path, self(), Tag) of
+        {ok, Listener} ->
+            State#state{tag = Tag, listener = Listener, status = joining};
+        {error, Reason} ->
+            State#state{tag = undefined, listener = undefined, status = {failed, Reason}}
+    end.
+
+unlisten(#state{listener = undefined}) ->
+    ok;
+unlisten(#state{listener = Listener}) ->
+    bus_nif:stop_listener(Listener).
+
+add(Pid, Name, State = #state{subscribers = Subs}) ->
+    case Subs of
+        #{Pid := {Ref, _}} ->
+            State#state{subscribers = Subs#{Pid := {Ref, Name}}};
+        _ ->
+            Ref = erlang:monitor(process, Pid),
+            State#state{subscribers = Subs#{Pid => {Ref, Name}}}
+    end.
+
+delete(Pid, State = #state{path = Path, subscribers = Subs}) ->
+    true = ets:delete(?SUBSCRIPTIONS, {Path, Pid}),
+    case maps:take(Pid, Subs) of
+        {{Ref, _}, Subs1} ->
+            true = erlang:demonitor(Ref, [flush]),
+            State#state{subscribers = Subs1};
+        error ->
+            State
+    end.
+
+%% The last subscriber is gone: leave the bus and stop. The entry in
+%% bus_servers goes first, so that a new subscriber starts a new bus_srv.
+stop_if_idle(State = #state{subscribers = Subs, waiting = []}) when map_size(Subs) =:= 0 ->
+    _ = ets:select_delete(?SERVERS, [{{State#state.path, self()}, [], [true]}]),
+    ok = unlisten(State),
+    {stop, normal, State#state{listener = undefined}};
+stop_if_idle(State) ->
+    {noreply, State}.
+
+%% The bus is gone for good: the bus is down. Anything else is a crash,
+%% and the restarted bus_srv listens again.
+listener_down(Reason, State)
+  when Reason =:= gone; Reason =:= enoent; Reason =:= eacces;
+       element(1, Reason) =:= invalid_bus_file ->
+    bus_down(Reason, State);
+listener_down(Reason, State) ->
+    {stop, {listener_down, Reason}, State}.
+
+%% Tells the subscribers, ends their subscriptions and stops.
+bus_down(Reason, State = #state{path = Path, subscribers = Subs, waiting = Waiting}) ->
+    maps:foreach(fun(Pid, {_, Name}) -> Pid ! {bus_down, Name, Reason} end, Subs),
+    _ = [gen_server:reply(From, {error, Reason}) || From <- Waiting],
+    State1 = maps:fold(fun(Pid, _, S) -> delete(Pid, S) end, State#state{waiting = []}, Subs),
+    ok = bus:forget_writer(Path),
+    stop_if_idle(State1).

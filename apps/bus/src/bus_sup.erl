@@ -1,0 +1,24 @@
+%% @doc The top supervisor.
+-module(bus_sup).
+-behaviour(supervisor).
+
+%% API.
+-export([start_link/0]).
+%% supervisor.
+-export([init/1]).
+
+%% API.
+
+-spec start_link() -> {ok, pid()}.
+start_link() ->
+    supervisor:start_link({local, ?MODULE}, ?MODULE, []).
+
+%% supervisor.
+
+-spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
+init([]) ->
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 10},
+          [#{id => bus_srv_sup,
+             start => {bus_srv_sup, start_link, []},
+             type => supervisor,
+             shutdown => infinity}]}}.

@@ -1,0 +1,163 @@
+%% The native listener and writer resources: joining and leaving the bus,
+%% stopping by request, by garbage collection and by the owner's death,
+%% and broadcasts that time out without holding a scheduler.
+-module(bus_nif_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([listener_joins_and_stops/1, owner_death_leaves_the_bus/1,
+         garbage_collected_listener_leaves/1, listener_down_when_bus_removed/1,
+         listeners_do_not_hold_schedulers/1, timeout_against_stopped_listener/1,
+         nowait_is_busy_while_another_writes/1, closed_writer/1]).
+
+all() ->
+    [listener_joins_and_stops, owner_death_leaves_the_bus, garbage_collected_listener_leaves,
+     listener_down_when_bus_removed, listeners_do_not_hold_schedulers,
+     timeout_against_stopped_listener, nowait_is_busy_while_another_writes, closed_writer].
+
+init_per_suite(Config) -> bus_test_lib:start(Config).
+end_per_suite(Config) -> bus_test_lib:stop(Config).
+init_per_testcase(_Case, Config) -> Config.
+end_per_testcase(_Case, Config) -> bus_test_lib:flush(), bus_test_lib:cleanup(Config).
+
+%% A listener says bus_listening once counted, forwards messages, and
+%% stop_listener/1 returns once S is back to its value before.
+listener_joins_and_stops(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    Tag = make_ref(),
+    {ok, L} = bus_nif:listen(Bus, self(), Tag),
+    receive {bus_listening, Tag} -> ok after 1000 -> ct:fail(not_listening) end,
+    1 = bus_test_lib:listeners(Bus),
+    ok = bus:broadcast(Bus, <<"1 one">>),
+    receive {bus_message, Tag, <<"1 one">>} -> ok after 1000 -> ct:fail(no_message) end,
+    {Time, ok} = timer:tc(bus_nif, stop_listener, [L]),
+    ?assert(Time < 250000),
+    0 = bus_test_lib:listeners(Bus),
+    ok = bus_nif:stop_listener(L),
+    ok = bus:broadcast(Bus, <<"1 two">>),
+    receive {bus_message, Tag, _} = M -> ct:fail({after_stop, M}) after 50 -> ok end.
+
+%% When the owner of a listener dies, the listener leaves the bus within
+%% 250 ms, whoever holds the resource.
+owner_death_leaves_the_bus(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    Self = self(),
+    Owner = spawn(fun() ->
+        Tag = make_ref(),
+        {ok, L} = bus_nif:listen(Bus, self(), Tag),
+        receive {bus_listening, Tag} -> Self ! {listening, L} end,
+        receive never -> ok end
+    end),
+    L = receive {listening, Res} -> Res after 1000 -> ct:fail(not_listening) end,
+    1 = bus_test_lib:listeners(Bus),
+    T0 = erlang:monotonic_time(millisecond),
+    exit(Owner, kill),
+    ok = bus_test_lib:wait_listeners(Bus, 0),
+    ?assert(erlang:monotonic_time(millisecond) - T0 < 250),
+    %% This process still holds the resource: stopping again is harmless.
+    ok = bus_nif:stop_listener(L).
+
+%% A listener whose resource is garbage collected leaves the bus.
+garbage_collected_listener_leaves(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    Self = self(),
+    Owner = spawn(fun() ->
+        Tag = make_ref(),
+        {ok, _} = bus_nif:listen(Bus, self(), Tag),
+        receive {bus_listening, Tag} -> Self ! listening end,
+        receive gc -> erlang:garbage_collect(), Self ! collected end,
+        receive never -> ok end
+    end),
+    receive listening -> ok after 1000 -> ct:fail(not_listening) end,
+    1 = bus_test_lib:listeners(Bus),
+    Owner ! gc,
+    receive collected -> ok after 1000 -> ct:fail(no_gc) end,
+    ok = bus_test_lib:wait_listeners(Bus, 0),
+    exit(Owner, kill).
+
+%% Removing the bus ends the listener with {bus_listener_down, Tag, gone}.
+listener_down_when_bus_removed(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    Tag = make_ref(),
+    {ok, _L} = bus_nif:listen(Bus, self(), Tag),
+    receive {bus_listening, Tag} -> ok after 1000 -> ct:fail(not_listening) end,
+    ok = bus:remove(Bus),
+    receive {bus_listener_down, Tag, gone} -> ok after 1000 -> ct:fail(no_down) end,
+    ok = bus_test_lib:wait_until(fun() -> bus_test_lib:sysv_mappings() =:= [] end, 1000).
+
+%% Listeners block in their own threads: with more listeners than dirty
+%% I/O schedulers, broadcasts and stats still run.
+listeners_do_not_hold_schedulers(Config) ->
+    N = erlang:system_info(dirty_io_schedulers) + 5,
+    Buses = [bus_test_lib:new_bus(Config) || _ <- lists:seq(1, N)],
+    Ls = [begin
+              Tag = make_ref(),
+              {ok, L} = bus_nif:listen(B, self(), Tag),
+              receive {bus_listening, Tag} -> ok after 1000 -> ct:fail(not_listening) end,
+              {B, Tag, L}
+          end || B <- Buses],
+    [begin
+         ok = bus:broadcast(B, <<"0 m">>, #{timeout => 1000}),
+         receive {bus_message, Tag, <<"0 m">>} -> ok after 1000 -> ct:fail(no_message) end
+     end || {B, Tag, _} <- Ls],
+    [ok = bus_nif:stop_listener(L) || {_, _, L} <- Ls],
+    [0 = bus_test_lib:listeners(B) || B <- Buses].
+
+%% Against a listener that is SIGSTOPped, a timed broadcast publishes the
+%% message and then gives up waiting for its acknowledgement
+%% (timeout_after_publish); the next one cannot publish (timeout). Timed
+%% out broadcasts free their dirty schedulers: with all of them used by
+%% such broadcasts, a broadcast on another bus completes afterwards.
+timeout_against_stopped_listener(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    Other = bus_test_lib:new_bus(Config),
+    {Port, OsPid} = bus_test_lib:spawn_cli(["listen", Bus, "true"], []),
+    ok = bus_test_lib:wait_listeners(Bus, 1),
+    ok = bus_test_lib:os_kill("STOP", OsPid),
+    {T1, {error, timeout_after_publish}} = timer:tc(bus, broadcast, [Bus, <<"0 a">>, #{timeout => 200}]),
+    {T2, {error, timeout}} = timer:tc(bus, broadcast, [Bus, <<"0 b">>, [{timeout, 200}]]),
+    [?assert(T >= 190000 andalso T < 1000000) || T <- [T1, T2]],
+    Self = self(),
+    Dirty = erlang:system_info(dirty_io_schedulers),
+    Pids = [spawn_link(fun() -> Self ! {done, self(), bus:broadcast(Bus, <<"0 c">>, #{timeout => 300})} end)
+            || _ <- lists:seq(1, Dirty + 2)],
+    [receive {done, P, {error, timeout}} -> ok after 5000 -> ct:fail(stuck) end || P <- Pids],
+    ok = bus_srv:subscribe(Other),
+    {T3, ok} = timer:tc(bus, broadcast, [Other, <<"0 other">>]),
+    ?assert(T3 < 100000),
+    receive {bus, Other, <<"0 other">>} -> ok after 1000 -> ct:fail(no_message) end,
+    ok = bus_srv:unsubscribe(Other),
+    ok = bus_test_lib:os_kill("KILL", OsPid),
+    receive {Port, {exit_status, _}} -> ok after 5000 -> ct:fail(cli_alive) end,
+    ok = bus_test_lib:wait_listeners(Bus, 0),
+    ok = bus:broadcast(Bus, <<"0 free again">>, #{timeout => 1000}).
+
+%% With nowait, a broadcast fails with busy while another process holds
+%% the bus.
+nowait_is_busy_while_another_writes(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    {Port, OsPid} = bus_test_lib:spawn_cli(["listen", Bus, "true"], []),
+    ok = bus_test_lib:wait_listeners(Bus, 1),
+    ok = bus_test_lib:os_kill("STOP", OsPid),
+    Self = self(),
+    spawn_link(fun() -> Self ! {held, bus:broadcast(Bus, <<"0 slow">>, #{timeout => 1000})} end),
+    ok = bus_test_lib:wait_until(fun() ->
+        {ok, #{values := {_, _, X, _, _}}} = bus:stat(Bus), X =:= 0 end, 1000),
+    {error, busy} = bus:broadcast(Bus, <<"0 quick">>, [nowait]),
+    {error, busy} = bus:broadcast(Bus, <<"0 quick">>, #{nowait => true, timeout => 0}),
+    receive {held, {error, timeout_after_publish}} -> ok after 3000 -> ct:fail(not_released) end,
+    ok = bus_test_lib:os_kill("KILL", OsPid),
+    receive {Port, {exit_status, _}} -> ok after 5000 -> ct:fail(cli_alive) end,
+    ok = bus_test_lib:wait_listeners(Bus, 0).
+
+%% A closed writer answers {error, closed}; bus:broadcast reopens.
+closed_writer(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    {ok, W} = bus_nif:open_writer(Bus),
+    ok = bus_nif:broadcast(W, <<"0 x">>, infinity, false),
+    ok = bus_nif:close_writer(W),
+    {error, closed} = bus_nif:broadcast(W, <<"0 x">>, infinity, false),
+    ?assertError(badarg, bus_nif:broadcast(W, <<"0 x">>, -5, false)),
+    ?assertError(badarg, bus_nif:listen(Bus, not_a_pid, tag)).
