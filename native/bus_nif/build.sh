@@ -1,16 +1,24 @@
 #!/bin/sh
 # Builds the NIF and the `bus` command line and copies them into the
-# Erlang application's priv directory (run by rebar3's pre_hooks).
+# Erlang application's priv directory (run by rebar3's pre_hooks). The
+# library is priv/bus_nif_N.so, N from native/bus_nif/NATIVE_VERSION: the
+# Erlang module bus_nif_N loads it, and a hot upgrade loads the next
+# version's module and library side by side with this one.
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 priv="$root/apps/bus/priv"
+version=$(tr -d ' \n' < "$root/native/bus_nif/NATIVE_VERSION")
 cd "$root"
 cargo build --release --quiet -p bus_nif
 cargo build --release --quiet -p bus --bin bus
 target=${CARGO_TARGET_DIR:-$root/target}
 mkdir -p "$priv/bin"
+# Only this version's library ships with this version of the application.
+for old in "$priv"/bus_nif*.so; do
+    [ "$old" = "$priv/bus_nif_$version.so" ] || rm -f "$old"
+done
 # Copy then rename: a running node keeps its mapping of the old file.
-cp "$target/release/libbus_nif.so" "$priv/bus_nif.so.tmp"
-mv -f "$priv/bus_nif.so.tmp" "$priv/bus_nif.so"
+cp "$target/release/libbus_nif.so" "$priv/bus_nif_$version.so.tmp"
+mv -f "$priv/bus_nif_$version.so.tmp" "$priv/bus_nif_$version.so"
 cp "$target/release/bus" "$priv/bin/bus.tmp"
 mv -f "$priv/bin/bus.tmp" "$priv/bin/bus"

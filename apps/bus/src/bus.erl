@@ -7,18 +7,25 @@
 %% application environment (`buses'), then the environment variables
 %% BUS_GENERIC ... BUS_FILES, then `$XDG_RUNTIME_DIR/bus/<name>'.
 %%
-%% Failures are `{error, Reason}' (see bus_nif:reason()); a term of the
+%% Failures are `{error, Reason}' (see bus_nif_N:reason()); a term of the
 %% wrong type raises badarg.
 -module(bus).
+
+-include("bus_nif.hrl").
 
 %% API.
 -export([create/0, create/1, create/2, remove/1, chmod/2, chown/3, stat/1]).
 -export([broadcast/2, broadcast/3, resolve/1, well_known/0]).
 %% Internal, for bus_srv and bus_app.
 -export([path/1, forget_writer/1]).
+%% For the appup: drops the writers of other native versions.
+-export([forget_writers/0]).
 
 -export_type([name/0, well_known/0, message/0, broadcast_options/0, reason/0]).
 
+%% {{NativeModule, Path}, Writer}: keyed by native module too, so that
+%% code of one native version never uses another's writer (a hot upgrade
+%% drops the old version's with forget_writers/0).
 -define(WRITERS, bus_writers).
 -define(WELL_KNOWN, [generic, audio, video, input, files]).
 
@@ -27,7 +34,7 @@
 -type message() :: unicode:chardata().  % sent as UTF-8
 -type broadcast_options() :: #{timeout => timeout(), nowait => boolean()}
                            | [{timeout, timeout()} | {nowait, boolean()} | nowait].
--type reason() :: bus_nif:reason() | {unknown_bus, atom()}.
+-type reason() :: ?NIF:reason() | {unknown_bus, atom()}.
 
 %% API.
 
@@ -53,7 +60,7 @@ create(Name) ->
 create(Name, Exclusive) when is_boolean(Exclusive) ->
     with_path(Name, fun(Path) ->
         _ = is_atom(Name) andalso make_dir(filename:dirname(Path)),
-        bus_nif:create(Path, Exclusive)
+        ?NIF:create(Path, Exclusive)
     end);
 create(Name, Exclusive) ->
     erlang:error(badarg, [Name, Exclusive]).
@@ -62,7 +69,7 @@ create(Name, Exclusive) ->
 -spec remove(name()) -> ok | {error, reason()}.
 remove(Name) ->
     with_path(Name, fun(Path) ->
-        Result = bus_nif:remove(Path),
+        Result = ?NIF:remove(Path),
         forget_writer(Path),
         Result
     end).
@@ -71,7 +78,7 @@ remove(Name) ->
 %% read and write on the bus.
 -spec chmod(name(), non_neg_integer()) -> ok | {error, reason()}.
 chmod(Name, Mode) when is_integer(Mode), Mode >= 0, Mode =< 8#7777 ->
-    with_path(Name, fun(Path) -> bus_nif:chmod(Path, Mode) end);
+    with_path(Name, fun(Path) -> ?NIF:chmod(Path, Mode) end);
 chmod(Name, Mode) ->
     erlang:error(badarg, [Name, Mode]).
 
@@ -80,7 +87,7 @@ chmod(Name, Mode) ->
     ok | {error, reason()}.
 chown(Name, Uid, Gid) ->
     case is_id(Uid) andalso is_id(Gid) of
-        true -> with_path(Name, fun(Path) -> bus_nif:chown(Path, Uid, Gid) end);
+        true -> with_path(Name, fun(Path) -> ?NIF:chown(Path, Uid, Gid) end);
         false -> erlang:error(badarg, [Name, Uid, Gid])
     end.
 
@@ -88,7 +95,7 @@ chown(Name, Uid, Gid) ->
 %% and number of attached processes.
 -spec stat(name()) -> {ok, map()} | {error, reason()}.
 stat(Name) ->
-    with_path(Name, fun bus_nif:stat/1).
+    with_path(Name, fun ?NIF:stat/1).
 
 -spec broadcast(name(), message()) -> ok | {error, reason()}.
 broadcast(Name, Message) ->
@@ -136,9 +143,25 @@ path(Name) ->
 %% Closes the cached writer of a bus (removed, or found gone).
 -spec forget_writer(binary()) -> ok.
 forget_writer(Path) ->
-    case ets:whereis(?WRITERS) =/= undefined andalso ets:take(?WRITERS, Path) of
-        [{_, Writer}] -> bus_nif:close_writer(Writer);
+    case ets:whereis(?WRITERS) =/= undefined andalso ets:take(?WRITERS, {?NIF, Path}) of
+        [{_, Writer}] -> ?NIF:close_writer(Writer);
         _ -> ok
+    end.
+
+%% Drops the cached writers of every native module but this version's
+%% (?NIF), so that none of the old library's resources is left in the
+%% table when it is unloaded; returns how many. Run by the appup once the
+%% new `bus' code is loaded (new broadcasts then cache ?NIF writers only),
+%% before the old native module is deleted. Each dropped writer detaches
+%% its bus in its destructor, run by the VM once no process holds it (the
+%% old library stays loaded until then).
+-spec forget_writers() -> non_neg_integer().
+forget_writers() ->
+    case ets:whereis(?WRITERS) of
+        undefined ->
+            0;
+        _ ->
+            ets:select_delete(?WRITERS, [{{{'$1', '_'}, '_'}, [{'=/=', '$1', ?NIF}], [true]}])
     end.
 
 %% Internal.
@@ -152,13 +175,13 @@ with_path(Name, Fun) ->
 broadcast_path(Path, Bin, Timeout, NoWait, Retries) ->
     case writer(Path) of
         {ok, Writer, Cached} ->
-            Result = bus_nif:broadcast(Writer, Bin, Timeout, NoWait),
+            Result = ?NIF:broadcast(Writer, Bin, Timeout, NoWait),
             case {Result, Cached} of
                 {{error, Stale}, cached} when Stale =:= gone; Stale =:= closed ->
                     %% The bus may have been removed and created again:
                     %% reopen once.
-                    _ = ets:select_delete(?WRITERS, [{{Path, Writer}, [], [true]}]),
-                    ok = bus_nif:close_writer(Writer),
+                    _ = ets:select_delete(?WRITERS, [{{{?NIF, Path}, Writer}, [], [true]}]),
+                    ok = ?NIF:close_writer(Writer),
                     case Retries > 0 of
                         true -> broadcast_path(Path, Bin, Timeout, NoWait, Retries - 1);
                         false -> Result
@@ -166,7 +189,7 @@ broadcast_path(Path, Bin, Timeout, NoWait, Retries) ->
                 {_, cached} ->
                     Result;
                 {_, temporary} ->
-                    ok = bus_nif:close_writer(Writer),
+                    ok = ?NIF:close_writer(Writer),
                     Result
             end;
         {error, _} = Error ->
@@ -177,17 +200,17 @@ broadcast_path(Path, Bin, Timeout, NoWait, Retries) ->
 %% application runs, opened for one broadcast otherwise.
 writer(Path) ->
     Cache = ets:whereis(?WRITERS) =/= undefined,
-    case Cache andalso ets:lookup(?WRITERS, Path) of
+    case Cache andalso ets:lookup(?WRITERS, {?NIF, Path}) of
         [{_, Writer}] ->
             {ok, Writer, cached};
         _ ->
-            case bus_nif:open_writer(Path) of
+            case ?NIF:open_writer(Path) of
                 {ok, Writer} when Cache ->
-                    case ets:insert_new(?WRITERS, {Path, Writer}) of
+                    case ets:insert_new(?WRITERS, {{?NIF, Path}, Writer}) of
                         true ->
                             {ok, Writer, cached};
                         false ->
-                            ok = bus_nif:close_writer(Writer),
+                            ok = ?NIF:close_writer(Writer),
                             writer(Path)
                     end;
                 {ok, Writer} ->
@@ -241,7 +264,7 @@ posix({error, Reason}) -> {error, {os_error, Reason, <<"make the bus directory">
 create_random(Dir) ->
     Chars = <<"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ">>,
     Name = << <<(binary:at(Chars, B rem 62))>> || <<B>> <= rand:bytes(30) >>,
-    case bus_nif:create(filename:join(Dir, <<"random.", Name/binary>>), true) of
+    case ?NIF:create(filename:join(Dir, <<"random.", Name/binary>>), true) of
         {error, eexist} -> create_random(Dir);
         Result -> Result
     end.

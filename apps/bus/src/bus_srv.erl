@@ -8,8 +8,17 @@
 %% the bus_subscriptions table, so a restarted bus_srv finds them again. If
 %% the bus goes away for good (removed), each subscriber is sent
 %% `{bus_down, Name, Reason}' and its subscription ends.
+%%
+%% A hot upgrade that changes the native version (see bus.appup) hands the
+%% listener over in code_change/3: the old native module's listener is
+%% detached (its thread has ended and sent its last message) and the new
+%% native module's listener takes its place on the bus, so no message is
+%% lost or repeated; messages the old one sent are still in the mailbox,
+%% ahead of the new one's, and are forwarded too (retired tags).
 -module(bus_srv).
 -behaviour(gen_server).
+
+-include("bus_nif.hrl").
 
 %% API.
 -export([start_link/1]).
@@ -20,7 +29,7 @@
 
 %% gen_server.
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2,
-         terminate/2]).
+         terminate/2, code_change/3]).
 
 %% {{Path, Subscriber}, Name}: written by the bus's bus_srv only.
 -define(SUBSCRIPTIONS, bus_subscriptions).
@@ -31,10 +40,18 @@
 -define(CALL_TIMEOUT, 5000).
 -define(RETRIES, 5).
 
+%% New fields go at the end, so code_change/3 converts by appending and
+%% dropping.
 -record(state, {
     path :: binary(),
+    %% The native module (bus_nif_N) that made the listener.
+    nif = ?NIF :: module(),
     tag :: reference() | undefined,
-    listener :: bus_nif:listener() | undefined,
+    %% Tags of listeners handed over whose messages may still be in the
+    %% mailbox; each is dropped when its {bus_retired, Tag} marker arrives.
+    retired = [] :: [reference()],
+    %% A resource of the native module `nif'.
+    listener :: term(),
     status = joining :: joining | listening | duplicate | {failed, bus:reason()},
     waiting = [] :: [gen_server:from()],
     subscribers = #{} :: #{pid() => {reference(), bus:name()}},
@@ -121,7 +138,7 @@ info(Name) ->
                 #{} = C -> C;
                 _ -> #{received => 0, forwarded => 0}
             end,
-            Listeners = case bus_nif:stat(Path) of
+            Listeners = case ?NIF:stat(Path) of
                 {ok, #{listeners := S}} -> S;
                 {error, _} -> undefined
             end,
@@ -204,10 +221,16 @@ handle_cast(_Msg, State) ->
     {noreply, State}.
 
 -spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
-handle_info({bus_message, Tag, Message}, State = #state{tag = Tag, subscribers = Subs}) ->
-    maps:foreach(fun(Pid, {_, Name}) -> Pid ! {bus, Name, Message} end, Subs),
-    {noreply, State#state{received = State#state.received + 1,
-                          forwarded = State#state.forwarded + map_size(Subs)}};
+handle_info({bus_message, Tag, Message}, State = #state{tag = Tag}) ->
+    {noreply, forward(Message, State)};
+handle_info({bus_message, Tag, Message}, State = #state{retired = Retired}) ->
+    case lists:member(Tag, Retired) of
+        true -> {noreply, forward(Message, State)};
+        false -> {noreply, State}
+    end;
+handle_info({bus_retired, Tag}, State = #state{retired = Retired}) ->
+    %% Sent after the retired listener's thread ended: nothing of it follows.
+    {noreply, State#state{retired = lists:delete(Tag, Retired)}};
 handle_info({bus_listening, Tag}, State = #state{tag = Tag, waiting = Waiting}) ->
     _ = [gen_server:reply(From, ok) || From <- Waiting],
     {noreply, State#state{status = listening, waiting = []}};
@@ -229,7 +252,54 @@ terminate(_Reason, State = #state{path = Path}) ->
     _ = unlisten(State),
     ok.
 
+%% An upgrade or downgrade whose appup says {advanced, {handover, Nif}}
+%% moves the listener to the native module Nif (loaded by then): see
+%% handover/2. The state's shape is that of this version.
+-spec code_change(term(), #state{}, term()) -> {ok, #state{}}.
+code_change(_OldVsn, State, {handover, Nif}) ->
+    {ok, handover(Nif, State)};
+code_change(_OldVsn, State, _Extra) ->
+    {ok, State}.
+
 %% Internal.
+
+forward(Message, State = #state{subscribers = Subs}) ->
+    maps:foreach(fun(Pid, {_, Name}) -> Pid ! {bus, Name, Message} end, Subs),
+    State#state{received = State#state.received + 1,
+                forwarded = State#state.forwarded + map_size(Subs)}.
+
+%% Moves the listener from the native module that made it to Nif, in place
+%% on the bus: no message lost or repeated. The old listener's thread has
+%% ended when detach_listener returns, so its messages (old tag) are all in
+%% the mailbox ahead of the new listener's; the {bus_retired, Tag} marker
+%% follows them. Once no bus_srv holds a resource of the old module and
+%% `bus' has dropped its writers, the old module can be deleted and its
+%% library unloaded.
+handover(Nif, State = #state{nif = Nif}) ->
+    State;
+handover(Nif, State = #state{listener = undefined}) ->
+    State#state{nif = Nif};
+handover(Nif, State = #state{nif = Old, tag = OldTag, listener = Listener,
+                              retired = Retired}) ->
+    From = case Old:detach_listener(Listener) of
+        {ok, Standing} -> Standing;
+        %% It was still joining (or failed and said so): join afresh.
+        {error, _} -> join
+    end,
+    self() ! {bus_retired, OldTag},
+    State1 = State#state{nif = Nif, retired = [OldTag | Retired], listener = undefined},
+    case listen(State1, From) of
+        State2 = #state{status = {failed, Reason}} ->
+            %% Handled like a listener that went down (the bus is gone).
+            self() ! {bus_listener_down, State2#state.tag, Reason},
+            State2#state{status = State#state.status};
+        State2 when From =/= join ->
+            %% Subscribers waiting for the old listener's
+            %% {bus_listening, OldTag} are answered by the new one's.
+            State2#state{status = State#state.status};
+        State2 ->
+            State2
+    end.
 
 %% Finds the bus's bus_srv (starting it if Start) and calls it, retrying
 %% while bus_srv processes come and go.
@@ -294,9 +364,12 @@ replace(Path, Dead) ->
 subscribers_of(Path) ->
     ets:select(?SUBSCRIPTIONS, [{{{Path, '$1'}, '_'}, [], ['$1']}]).
 
-listen(State = #state{path = Path}) ->
+listen(State) ->
+    listen(State, join).
+
+listen(State = #state{path = Path, nif = Nif}, From) ->
     Tag = make_ref(),
-    case bus_nif:listen(Path, self(), Tag) of
+    case Nif:listen(Path, self(), Tag, From) of
         {ok, Listener} ->
             State#state{tag = Tag, listener = Listener, status = joining};
         {error, Reason} ->
@@ -305,8 +378,8 @@ listen(State = #state{path = Path}) ->
 
 unlisten(#state{listener = undefined}) ->
     ok;
-unlisten(#state{listener = Listener}) ->
-    bus_nif:stop_listener(Listener).
+unlisten(#state{nif = Nif, listener = Listener}) ->
+    Nif:stop_listener(Listener).
 
 add(Pid, Name, State = #state{subscribers = Subs}) ->
     case Subs of

@@ -5,17 +5,20 @@
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
+-include_lib("bus/include/bus_nif.hrl").
 
 -export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
 -export([listener_joins_and_stops/1, owner_death_leaves_the_bus/1,
          garbage_collected_listener_leaves/1, listener_down_when_bus_removed/1,
          listeners_do_not_hold_schedulers/1, timeout_against_stopped_listener/1,
-         nowait_is_busy_while_another_writes/1, closed_writer/1]).
+         nowait_is_busy_while_another_writes/1, closed_writer/1,
+         handover_under_traffic/1, detach_twice/1]).
 
 all() ->
     [listener_joins_and_stops, owner_death_leaves_the_bus, garbage_collected_listener_leaves,
      listener_down_when_bus_removed, listeners_do_not_hold_schedulers,
-     timeout_against_stopped_listener, nowait_is_busy_while_another_writes, closed_writer].
+     timeout_against_stopped_listener, nowait_is_busy_while_another_writes, closed_writer,
+     handover_under_traffic, detach_twice].
 
 init_per_suite(Config) -> bus_test_lib:start(Config).
 end_per_suite(Config) -> bus_test_lib:stop(Config).
@@ -27,15 +30,15 @@ end_per_testcase(_Case, Config) -> bus_test_lib:flush(), bus_test_lib:cleanup(Co
 listener_joins_and_stops(Config) ->
     Bus = bus_test_lib:new_bus(Config),
     Tag = make_ref(),
-    {ok, L} = bus_nif:listen(Bus, self(), Tag),
+    {ok, L} = ?NIF:listen(Bus, self(), Tag),
     receive {bus_listening, Tag} -> ok after 1000 -> ct:fail(not_listening) end,
     1 = bus_test_lib:listeners(Bus),
     ok = bus:broadcast(Bus, <<"1 one">>),
     receive {bus_message, Tag, <<"1 one">>} -> ok after 1000 -> ct:fail(no_message) end,
-    {Time, ok} = timer:tc(bus_nif, stop_listener, [L]),
+    {Time, ok} = timer:tc(?NIF, stop_listener, [L]),
     ?assert(Time < 250000),
     0 = bus_test_lib:listeners(Bus),
-    ok = bus_nif:stop_listener(L),
+    ok = ?NIF:stop_listener(L),
     ok = bus:broadcast(Bus, <<"1 two">>),
     receive {bus_message, Tag, _} = M -> ct:fail({after_stop, M}) after 50 -> ok end.
 
@@ -46,7 +49,7 @@ owner_death_leaves_the_bus(Config) ->
     Self = self(),
     Owner = spawn(fun() ->
         Tag = make_ref(),
-        {ok, L} = bus_nif:listen(Bus, self(), Tag),
+        {ok, L} = ?NIF:listen(Bus, self(), Tag),
         receive {bus_listening, Tag} -> Self ! {listening, L} end,
         receive never -> ok end
     end),
@@ -57,7 +60,7 @@ owner_death_leaves_the_bus(Config) ->
     ok = bus_test_lib:wait_listeners(Bus, 0),
     ?assert(erlang:monotonic_time(millisecond) - T0 < 250),
     %% This process still holds the resource: stopping again is harmless.
-    ok = bus_nif:stop_listener(L).
+    ok = ?NIF:stop_listener(L).
 
 %% A listener whose resource is garbage collected leaves the bus.
 garbage_collected_listener_leaves(Config) ->
@@ -65,7 +68,7 @@ garbage_collected_listener_leaves(Config) ->
     Self = self(),
     Owner = spawn(fun() ->
         Tag = make_ref(),
-        {ok, _} = bus_nif:listen(Bus, self(), Tag),
+        {ok, _} = ?NIF:listen(Bus, self(), Tag),
         receive {bus_listening, Tag} -> Self ! listening end,
         receive gc -> erlang:garbage_collect(), Self ! collected end,
         receive never -> ok end
@@ -81,7 +84,7 @@ garbage_collected_listener_leaves(Config) ->
 listener_down_when_bus_removed(Config) ->
     Bus = bus_test_lib:new_bus(Config),
     Tag = make_ref(),
-    {ok, _L} = bus_nif:listen(Bus, self(), Tag),
+    {ok, _L} = ?NIF:listen(Bus, self(), Tag),
     receive {bus_listening, Tag} -> ok after 1000 -> ct:fail(not_listening) end,
     ok = bus:remove(Bus),
     receive {bus_listener_down, Tag, gone} -> ok after 1000 -> ct:fail(no_down) end,
@@ -94,7 +97,7 @@ listeners_do_not_hold_schedulers(Config) ->
     Buses = [bus_test_lib:new_bus(Config) || _ <- lists:seq(1, N)],
     Ls = [begin
               Tag = make_ref(),
-              {ok, L} = bus_nif:listen(B, self(), Tag),
+              {ok, L} = ?NIF:listen(B, self(), Tag),
               receive {bus_listening, Tag} -> ok after 1000 -> ct:fail(not_listening) end,
               {B, Tag, L}
           end || B <- Buses],
@@ -102,7 +105,7 @@ listeners_do_not_hold_schedulers(Config) ->
          ok = bus:broadcast(B, <<"0 m">>, #{timeout => 1000}),
          receive {bus_message, Tag, <<"0 m">>} -> ok after 1000 -> ct:fail(no_message) end
      end || {B, Tag, _} <- Ls],
-    [ok = bus_nif:stop_listener(L) || {_, _, L} <- Ls],
+    [ok = ?NIF:stop_listener(L) || {_, _, L} <- Ls],
     [0 = bus_test_lib:listeners(B) || B <- Buses].
 
 %% Against a listener that is SIGSTOPped, a timed broadcast publishes the
@@ -155,9 +158,97 @@ nowait_is_busy_while_another_writes(Config) ->
 %% A closed writer answers {error, closed}; bus:broadcast reopens.
 closed_writer(Config) ->
     Bus = bus_test_lib:new_bus(Config),
-    {ok, W} = bus_nif:open_writer(Bus),
-    ok = bus_nif:broadcast(W, <<"0 x">>, infinity, false),
-    ok = bus_nif:close_writer(W),
-    {error, closed} = bus_nif:broadcast(W, <<"0 x">>, infinity, false),
-    ?assertError(badarg, bus_nif:broadcast(W, <<"0 x">>, -5, false)),
-    ?assertError(badarg, bus_nif:listen(Bus, not_a_pid, tag)).
+    {ok, W} = ?NIF:open_writer(Bus),
+    ok = ?NIF:broadcast(W, <<"0 x">>, infinity, false),
+    ok = ?NIF:close_writer(W),
+    {error, closed} = ?NIF:broadcast(W, <<"0 x">>, infinity, false),
+    ?assertError(badarg, ?NIF:broadcast(W, <<"0 x">>, -5, false)),
+    ?assertError(badarg, ?NIF:listen(Bus, not_a_pid, tag)).
+
+%% A listener detached under traffic and taken over by a new one (listen/4
+%% with its standing) loses and repeats nothing, sends nothing after
+%% detach_listener/1 returns.
+handover_under_traffic(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    Tag0 = make_ref(),
+    {ok, L0} = ?NIF:listen(Bus, self(), Tag0, join),
+    receive {bus_listening, Tag0} -> ok after 1000 -> ct:fail(not_listening) end,
+    N = 20000,
+    Self = self(),
+    Writer = spawn_link(fun() ->
+        [ok = bus:broadcast(Bus, integer_to_binary(I)) || I <- lists:seq(1, N)],
+        Self ! written
+    end),
+    {Tags, Standings} = handovers(Bus, Tag0, L0, 20, [Tag0], []),
+    receive written -> ok after 30000 -> ct:fail(writer_stuck) end,
+    unlink(Writer),
+    Got = collect(Tags, []),
+    ct:log("standings at handover: ~p", [Standings]),
+    ?assertEqual(lists:seq(1, N), Got),
+    1 = bus_test_lib:listeners(Bus),
+    {ok, #{values := _}} = bus:stat(Bus),
+    [Last | _] = Tags,
+    ok = last_listener_stop(Last),
+    0 = bus_test_lib:listeners(Bus).
+
+handovers(_Bus, Tag, L, 0, Tags, Standings) ->
+    put(last_listener, {Tag, L}),
+    {Tags, Standings};
+handovers(Bus, Tag, L, K, Tags, Standings) ->
+    timer:sleep(rand:uniform(5)),
+    %% Acked: not counted in S, but holding writers back (W).
+    {ok, Standing} = ?NIF:detach_listener(L),
+    %% Nothing of the old listener arrives after the detach.
+    self() ! {marker, Tag},
+    Tag1 = make_ref(),
+    {ok, L1} = ?NIF:listen(Bus, self(), Tag1, Standing),
+    handovers(Bus, Tag1, L1, K - 1, [Tag1 | Tags], [Standing | Standings]).
+
+last_listener_stop(Tag) ->
+    {Tag, L} = get(last_listener),
+    ?NIF:stop_listener(L).
+
+%% Every message, in mailbox order, of the listeners in Tags (oldest
+%% last); each listener's messages precede its successor's.
+collect(Tags, Acc) ->
+    Order = lists:reverse(Tags),
+    collect(Order, Order, Acc).
+
+collect([], _, Acc) ->
+    lists:reverse(Acc);
+collect([Tag | Rest] = Live, All, Acc) ->
+    receive
+        {bus_message, Tag, Bin} ->
+            collect(Live, All, [binary_to_integer(Bin) | Acc]);
+        {bus_listening, Tag} ->
+            collect(Live, All, Acc);
+        {marker, Tag} ->
+            collect(Rest, All, Acc);
+        {bus_message, Other, Bin} ->
+            ct:fail({out_of_order, Bin, lists:member(Other, All)})
+    after 500 ->
+        case Rest of
+            [] -> lists:reverse(Acc);
+            _ -> ct:fail({stuck, length(Rest)})
+        end
+    end.
+
+%% Detaching twice, or after a stop, is {error, closed}; stopping a
+%% detached listener leaves nothing (its standing is the caller's).
+detach_twice(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    Tag = make_ref(),
+    {ok, L} = ?NIF:listen(Bus, self(), Tag, join),
+    receive {bus_listening, Tag} -> ok after 1000 -> ct:fail(not_listening) end,
+    {ok, armed} = ?NIF:detach_listener(L),
+    {error, closed} = ?NIF:detach_listener(L),
+    ok = ?NIF:stop_listener(L),
+    1 = bus_test_lib:listeners(Bus),
+    %% Leave by taking the standing over and stopping.
+    {ok, L1} = ?NIF:listen(Bus, self(), Tag, armed),
+    ok = ?NIF:stop_listener(L1),
+    0 = bus_test_lib:listeners(Bus),
+    {ok, L2} = ?NIF:listen(Bus, self(), Tag, join),
+    ok = ?NIF:stop_listener(L2),
+    {error, closed} = ?NIF:detach_listener(L2),
+    ?assertError(badarg, ?NIF:listen(Bus, self(), Tag, sideways)).

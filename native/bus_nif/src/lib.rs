@@ -3,12 +3,23 @@
 //! `{error, Reason}` (see `term.rs`), `badarg` only for terms of the wrong
 //! type.
 //!
-//! The native module is `bus_nif`; the Erlang module of that name is the
-//! only caller, so a later `bus_nif_v2` can be loaded side by side.
+//! The native module is `bus_nif_N`, N the native version
+//! (NATIVE_VERSION, see build.rs): two versions load side by side, so a hot
+//! upgrade can hand running listeners over from one library to the next
+//! (`listener.rs`) before the old one is unloaded.
 
 mod admin;
 mod listener;
 mod term;
 mod writer;
 
-rustler::init!("bus_nif");
+/// Load hook. Creating a stop token installs this library's handler for
+/// the signal that interrupts blocked listeners (the core does it once per
+/// loaded copy of its code), so the process's handler lives in the newest
+/// loaded library, not in one about to be unloaded.
+fn load(_env: rustler::Env, _info: rustler::Term) -> bool {
+    drop(bus::StopToken::new());
+    true
+}
+
+include!(concat!(env!("OUT_DIR"), "/init.rs"));

@@ -1,25 +1,29 @@
-%% @doc The native functions (native/bus_nif). Every call into the native
-%% library goes through this module, so a later versioned module
-%% (`bus_nif_v2') can be loaded side by side. Use the `bus' and `bus_srv'
-%% modules instead: they validate the arguments.
--module(bus_nif).
+%% @doc The native functions (native/bus_nif), native version 1. The
+%% module is named after the native version so that the next version's
+%% module and library can be loaded side by side with this one during a
+%% hot upgrade; other modules call it as `?NIF' (include/bus_nif.hrl).
+%% Use the `bus' and `bus_srv' modules instead: they validate the
+%% arguments.
+-module(bus_nif_1).
 
 -export([create/2, remove/1, chmod/2, chown/3, stat/1]).
 -export([open_writer/1, broadcast/4, close_writer/1]).
--export([listen/3, stop_listener/1]).
+-export([listen/3, listen/4, stop_listener/1, detach_listener/1]).
 
 -on_load(init/0).
 
 -nifs([create/2, remove/1, chmod/2, chown/3, stat/1,
-       open_writer/1, broadcast/4, close_writer/1, listen/3, stop_listener/1]).
+       open_writer/1, broadcast/4, close_writer/1,
+       listen/4, stop_listener/1, detach_listener/1]).
 
--export_type([writer/0, listener/0, reason/0]).
+-export_type([writer/0, listener/0, standing/0, reason/0]).
 
 -opaque writer() :: reference().
 -opaque listener() :: reference().
+-type standing() :: armed | acked.
 -type reason() :: message_too_long | message_contains_nul | enoent | eexist
                 | eacces | {invalid_bus_file, binary()} | gone | busy
-                | timeout | timeout_after_publish | interrupted | closed
+                | timeout | timeout_after_publish | interrupted | closed | left
                 | {os_error, atom() | integer(), binary()}.
 
 %% API.
@@ -50,17 +54,31 @@ broadcast(_Writer, _Message, _Timeout, _NoWait) -> erlang:nif_error(not_loaded).
 -spec close_writer(writer()) -> ok.
 close_writer(_Writer) -> erlang:nif_error(not_loaded).
 
+%% listen(Path, Owner, Tag, join).
+-spec listen(binary(), pid(), term()) -> {ok, listener()} | {error, reason()}.
+listen(Path, Owner, Tag) ->
+    listen(Path, Owner, Tag, join).
+
 %% Starts a native listener thread that sends Owner {bus_listening, Tag},
 %% then {bus_message, Tag, Binary} for each message, or
-%% {bus_listener_down, Tag, Reason} if it ends other than by a stop. It
-%% stops when stop_listener/1 is called, when the resource is garbage
-%% collected, or when Owner dies.
--spec listen(binary(), pid(), term()) -> {ok, listener()} | {error, reason()}.
-listen(_Path, _Owner, _Tag) -> erlang:nif_error(not_loaded).
+%% {bus_listener_down, Tag, Reason} if it ends other than by a stop or a
+%% detach. From is join (join the bus), or a standing returned by
+%% detach_listener/1 of any native version in this node, for the same bus:
+%% the new listener takes the old one's place, and gets every message the
+%% old one did not. It stops when stop_listener/1 is called, when the
+%% resource is garbage collected, or when Owner dies.
+-spec listen(binary(), pid(), term(), join | standing()) ->
+    {ok, listener()} | {error, reason()}.
+listen(_Path, _Owner, _Tag, _From) -> erlang:nif_error(not_loaded).
 
 %% Returns once the listener has left the bus.
 -spec stop_listener(listener()) -> ok.
 stop_listener(_Listener) -> erlang:nif_error(not_loaded).
+
+%% Stops the listener without leaving the bus and returns its standing,
+%% once its thread has ended: it sends nothing after this returns.
+-spec detach_listener(listener()) -> {ok, standing()} | {error, reason()}.
+detach_listener(_Listener) -> erlang:nif_error(not_loaded).
 
 %% Internal.
 
