@@ -44,5 +44,7 @@ pub use crate::error::{Error, Result};
 pub use crate::listener::{Event, Flow, Poller, ReadOptions, Standing};
 pub use crate::message::{Message, MAX_MESSAGE_LEN};
 pub use crate::sys::MEMORY_SIZE;
-pub use crate::wait::{reap_children_automatically, Clock, Deadline, StopToken};
+pub use crate::wait::{
+    install_stop_signal_handler, reap_children_automatically, Clock, Deadline, StopToken,
+};
 pub use crate::writer::WriteOptions;

@@ -92,13 +92,23 @@ struct StopInner {
 
 static WAKE_HANDLER: Once = Once::new();
 
+/// Installs the (do-nothing) handler of the signal a [`StopToken`] uses to
+/// interrupt a blocked call. [`StopToken::new`] does it once per process;
+/// call it again where this code may be one of several copies loaded in one
+/// process (a NIF library loaded side by side with its next version), so
+/// that the handler installed is the one of the copy loaded last: the
+/// handler of a copy that is unloaded later would point to freed code.
+pub fn install_stop_signal_handler() -> Result<()> {
+    sys::install_wake_handler().map_err(|e| Error::os("install the stop-signal handler", e))
+}
+
 impl StopToken {
     /// A token that is stopped only by [`StopToken::stop`].
     pub fn new() -> StopToken {
         WAKE_HANDLER.call_once(|| {
             // Without the handler the wake signal would kill the process;
             // a failure here is a broken libc, reported at first use.
-            sys::install_wake_handler().expect("install the wake-signal handler");
+            install_stop_signal_handler().expect("install the stop-signal handler");
         });
         StopToken::default()
     }

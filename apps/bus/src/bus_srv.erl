@@ -56,13 +56,20 @@
     waiting = [] :: [gen_server:from()],
     subscribers = #{} :: #{pid() => {reference(), bus:name()}},
     received = 0 :: non_neg_integer(),
-    forwarded = 0 :: non_neg_integer()
+    forwarded = 0 :: non_neg_integer(),
+    %% Since 0.2.0: the bytes of the messages received.
+    received_bytes = 0 :: non_neg_integer()
 }).
+
+%% The size of the state tuple in 0.1.0 (no received_bytes).
+-define(STATE_0_1_SIZE, 11).
 
 -type info() :: #{path := binary(),
                   listeners := non_neg_integer() | undefined,
                   received := non_neg_integer(),
                   forwarded := non_neg_integer(),
+                  received_bytes := non_neg_integer(),
+                  native := pos_integer(),
                   subscribers := [pid()]}.
 -export_type([info/0]).
 
@@ -129,21 +136,23 @@ subscribers(Name) ->
 
 %% The bus's pathname, the number of processes listening on it (S,
 %% undefined if the bus cannot be read), the messages this node received
-%% and forwarded on it, and its subscribers.
+%% and forwarded on it and the bytes received, its subscribers, and the
+%% version of the native library in use.
 -spec info(bus:name()) -> info() | {error, bus:reason()}.
 info(Name) ->
     case bus:path(Name) of
         {ok, Path} ->
             Counts = case call(Path, counts, false) of
                 #{} = C -> C;
-                _ -> #{received => 0, forwarded => 0}
+                _ -> #{received => 0, forwarded => 0, received_bytes => 0}
             end,
             Listeners = case ?NIF:stat(Path) of
                 {ok, #{listeners := S}} -> S;
                 {error, _} -> undefined
             end,
             Counts#{path => Path, listeners => Listeners,
-                    subscribers => subscribers_of(Path)};
+                    subscribers => subscribers_of(Path),
+                    native => ?NIF:native_version()};
         {error, _} = Error ->
             Error
     end.
@@ -211,8 +220,8 @@ handle_call({unsubscribe, Pid}, _From, State) ->
         {stop, normal, State1} -> {stop, normal, ok, State1};
         {noreply, State1} -> {reply, ok, State1}
     end;
-handle_call(counts, _From, State = #state{received = R, forwarded = F}) ->
-    {reply, #{received => R, forwarded => F}, State};
+handle_call(counts, _From, State = #state{received = R, forwarded = F, received_bytes = B}) ->
+    {reply, #{received => R, forwarded => F, received_bytes => B}, State};
 handle_call(_Request, _From, State) ->
     {reply, {error, unknown_request}, State}.
 
@@ -254,19 +263,30 @@ terminate(_Reason, State = #state{path = Path}) ->
 
 %% An upgrade or downgrade whose appup says {advanced, {handover, Nif}}
 %% moves the listener to the native module Nif (loaded by then): see
-%% handover/2. The state's shape is that of this version.
--spec code_change(term(), #state{}, term()) -> {ok, #state{}}.
-code_change(_OldVsn, State, {handover, Nif}) ->
-    {ok, handover(Nif, State)};
-code_change(_OldVsn, State, _Extra) ->
-    {ok, State}.
+%% handover/2. An upgrade from 0.1.0 appends received_bytes; a downgrade
+%% (run by this code, before 0.1.0's is loaded) hands over first, then
+%% drops it.
+-spec code_change(term(), #state{} | tuple(), term()) -> {ok, #state{} | tuple()}.
+code_change({down, _Vsn}, State = #state{}, Extra) ->
+    State1 = maybe_handover(Extra, State),
+    {ok, list_to_tuple(lists:droplast(tuple_to_list(State1)))};
+code_change(OldVsn, State, Extra) when tuple_size(State) =:= ?STATE_0_1_SIZE ->
+    code_change(OldVsn, list_to_tuple(tuple_to_list(State) ++ [0]), Extra);
+code_change(_OldVsn, State = #state{}, Extra) ->
+    {ok, maybe_handover(Extra, State)}.
 
 %% Internal.
 
 forward(Message, State = #state{subscribers = Subs}) ->
     maps:foreach(fun(Pid, {_, Name}) -> Pid ! {bus, Name, Message} end, Subs),
     State#state{received = State#state.received + 1,
-                forwarded = State#state.forwarded + map_size(Subs)}.
+                forwarded = State#state.forwarded + map_size(Subs),
+                received_bytes = State#state.received_bytes + byte_size(Message)}.
+
+maybe_handover({handover, Nif}, State) ->
+    handover(Nif, State);
+maybe_handover(_Extra, State) ->
+    State.
 
 %% Moves the listener from the native module that made it to Nif, in place
 %% on the bus: no message lost or repeated. The old listener's thread has
@@ -281,22 +301,32 @@ handover(Nif, State = #state{listener = undefined}) ->
     State#state{nif = Nif};
 handover(Nif, State = #state{nif = Old, tag = OldTag, listener = Listener,
                               retired = Retired}) ->
+    T0 = erlang:monotonic_time(microsecond),
     From = case Old:detach_listener(Listener) of
         {ok, Standing} -> Standing;
         %% It was still joining (or failed and said so): join afresh.
         {error, _} -> join
     end,
+    %% For operators (and the upgrade test): how the last handover went;
+    %% queued counts the old listener's messages not yet forwarded.
+    {message_queue_len, Queued} = process_info(self(), message_queue_len),
     self() ! {bus_retired, OldTag},
     State1 = State#state{nif = Nif, retired = [OldTag | Retired], listener = undefined},
+    State2 = handover_listen(State1, From, State#state.status),
+    put(bus_handover, #{from => Old, to => Nif, standing => From, queued => Queued,
+                        micros => erlang:monotonic_time(microsecond) - T0}),
+    State2.
+
+handover_listen(State1, From, Status) ->
     case listen(State1, From) of
         State2 = #state{status = {failed, Reason}} ->
             %% Handled like a listener that went down (the bus is gone).
             self() ! {bus_listener_down, State2#state.tag, Reason},
-            State2#state{status = State#state.status};
+            State2#state{status = Status};
         State2 when From =/= join ->
             %% Subscribers waiting for the old listener's
             %% {bus_listening, OldTag} are answered by the new one's.
-            State2#state{status = State#state.status};
+            State2#state{status = Status};
         State2 ->
             State2
     end.

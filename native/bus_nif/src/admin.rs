@@ -1,6 +1,6 @@
 //! Managing buses as objects: create, remove, chmod, chown, stat. Each may
 //! touch the file system or block on IPC, so each runs on a dirty I/O
-//! scheduler.
+//! scheduler. And which native version this is.
 
 use rustler::{Binary, Encoder, Env, Term};
 
@@ -17,6 +17,13 @@ rustler::atoms! {
     values,
     listeners,
     attached,
+}
+
+/// `native_version() -> N`: the NATIVE_VERSION this library was built
+/// with (its module is `bus_nif_N`).
+#[rustler::nif]
+fn native_version() -> u32 {
+    env!("BUS_NIF_VERSION").parse().unwrap_or(0)
 }
 
 /// `create(Path | undefined, Exclusive) -> {ok, Path} | {error, Reason}`.

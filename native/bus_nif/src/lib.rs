@@ -13,13 +13,12 @@ mod listener;
 mod term;
 mod writer;
 
-/// Load hook. Creating a stop token installs this library's handler for
-/// the signal that interrupts blocked listeners (the core does it once per
-/// loaded copy of its code), so the process's handler lives in the newest
-/// loaded library, not in one about to be unloaded.
+/// Load hook: installs this library's handler for the signal that
+/// interrupts blocked listeners, at every load, so the process's handler
+/// lives in the library loaded last, never in one about to be unloaded
+/// (versions of this library are loaded side by side during an upgrade).
 fn load(_env: rustler::Env, _info: rustler::Term) -> bool {
-    drop(bus::StopToken::new());
-    true
+    bus::install_stop_signal_handler().is_ok()
 }
 
 include!(concat!(env!("OUT_DIR"), "/init.rs"));

@@ -79,9 +79,15 @@ impl Resource for Listener {
     }
 }
 
+/// The last reference is gone: stop the thread and wait for it to end. It
+/// is out of its blocking call when `interrupt` returns and only has
+/// non-blocking steps left (leave the bus, send nothing), so this is quick;
+/// and no thread of this library outlives its resources, which is what
+/// lets the VM unload an old version of the library safely.
 impl Drop for Listener {
     fn drop(&mut self) {
         self.interrupt();
+        let _ = self.join();
     }
 }
 

@@ -1,20 +1,21 @@
-%% @doc The native functions (native/bus_nif), native version 1. The
+%% @doc The native functions (native/bus_nif), native version 2. The
 %% module is named after the native version so that the next version's
 %% module and library can be loaded side by side with this one during a
 %% hot upgrade; other modules call it as `?NIF' (include/bus_nif.hrl).
 %% Use the `bus' and `bus_srv' modules instead: they validate the
 %% arguments.
--module(bus_nif_1).
+-module(bus_nif_2).
 
 -export([create/2, remove/1, chmod/2, chown/3, stat/1]).
 -export([open_writer/1, broadcast/4, close_writer/1]).
 -export([listen/3, listen/4, stop_listener/1, detach_listener/1]).
+-export([native_version/0]).
 
 -on_load(init/0).
 
 -nifs([create/2, remove/1, chmod/2, chown/3, stat/1,
        open_writer/1, broadcast/4, close_writer/1,
-       listen/4, stop_listener/1, detach_listener/1]).
+       listen/4, stop_listener/1, detach_listener/1, native_version/0]).
 
 -export_type([writer/0, listener/0, standing/0, reason/0]).
 
@@ -79,6 +80,11 @@ stop_listener(_Listener) -> erlang:nif_error(not_loaded).
 %% once its thread has ended: it sends nothing after this returns.
 -spec detach_listener(listener()) -> {ok, standing()} | {error, reason()}.
 detach_listener(_Listener) -> erlang:nif_error(not_loaded).
+
+%% The native version of the loaded library (2): it must match this
+%% module's name.
+-spec native_version() -> pos_integer().
+native_version() -> erlang:nif_error(not_loaded).
 
 %% Internal.
 
