@@ -14,6 +14,10 @@
 -include("bus_nif.hrl").
 
 %% API.
+%% Like gen_server:call/2: a broadcast waits this long for listeners by
+%% default (a stopped listener must not hold a dirty scheduler for good).
+-define(DEFAULT_TIMEOUT, 5000).
+
 -export([create/0, create/1, create/2, remove/1, chmod/2, chown/3, stat/1]).
 -export([broadcast/2, broadcast/3, resolve/1, well_known/0]).
 %% Internal, for bus_srv and bus_app.
@@ -102,9 +106,12 @@ broadcast(Name, Message) ->
     broadcast(Name, Message, #{}).
 
 %% Broadcasts Message and returns once every listener has it. Options:
-%% timeout (milliseconds or infinity, the default) bounds every wait:
-%% {error, timeout} if nothing was published, {error, timeout_after_publish}
-%% if some listeners may have the message; nowait fails with
+%% timeout (milliseconds, default ?DEFAULT_TIMEOUT, or infinity) bounds
+%% every wait: {error, timeout} if nothing was published,
+%% {error, timeout_after_publish} if some listeners have the message (the
+%% round is finished in the background). The broadcast runs on a dirty I/O
+%% scheduler, which the timeout frees even when a listener is stopped: with
+%% infinity, a stopped listener holds one for good. nowait fails with
 %% {error, busy} at once if another process is broadcasting.
 -spec broadcast(name(), message(), broadcast_options()) -> ok | {error, reason()}.
 broadcast(Name, Message, Options) ->
@@ -300,7 +307,7 @@ options(Options, Args) when is_list(Options) ->
         ({nowait, B}, {T, _}) when is_boolean(B) -> {T, B};
         (nowait, {T, _}) -> {T, true};
         (_, _) -> erlang:error(badarg, Args)
-    end, {infinity, false}, Options);
+    end, {?DEFAULT_TIMEOUT, false}, Options);
 options(_Options, Args) ->
     erlang:error(badarg, Args).
 

@@ -110,7 +110,8 @@ listeners_do_not_hold_schedulers(Config) ->
 
 %% Against a listener that is SIGSTOPped, a timed broadcast publishes the
 %% message and then gives up waiting for its acknowledgement
-%% (timeout_after_publish); the next one cannot publish (timeout). Timed
+%% (timeout_after_publish); the next one cannot publish (timeout), also
+%% with the default timeout. Timed
 %% out broadcasts free their dirty schedulers: with all of them used by
 %% such broadcasts, a broadcast on another bus completes afterwards.
 timeout_against_stopped_listener(Config) ->
@@ -122,6 +123,9 @@ timeout_against_stopped_listener(Config) ->
     {T1, {error, timeout_after_publish}} = timer:tc(bus, broadcast, [Bus, <<"0 a">>, #{timeout => 200}]),
     {T2, {error, timeout}} = timer:tc(bus, broadcast, [Bus, <<"0 b">>, [{timeout, 200}]]),
     [?assert(T >= 190000 andalso T < 1000000) || T <- [T1, T2]],
+    %% Without a timeout option, the default (5 s) applies.
+    {T0, {error, timeout}} = timer:tc(bus, broadcast, [Bus, <<"0 d">>]),
+    ?assert(T0 >= 4900000 andalso T0 < 7000000),
     Self = self(),
     Dirty = erlang:system_info(dirty_io_schedulers),
     Pids = [spawn_link(fun() -> Self ! {done, self(), bus:broadcast(Bus, <<"0 c">>, #{timeout => 300})} end)
