@@ -17,6 +17,18 @@ fn random_pause(max_micros: u64) {
     std::thread::sleep(Duration::from_micros(common::rand_u64() % max_micros));
 }
 
+/// What each listener printed, once it has exited successfully.
+fn outputs_of(listeners: impl IntoIterator<Item = common::Listener>) -> Vec<Vec<String>> {
+    listeners
+        .into_iter()
+        .map(|l| {
+            let (lines, status) = l.collect();
+            assert!(status.success(), "listener failed: {status}");
+            lines
+        })
+        .collect()
+}
+
 /// Broadcasts `end`, which makes every listener peer leave.
 fn end_all(path: &std::path::Path) {
     let w = Bus::open(path, Access::Write).unwrap();
@@ -47,14 +59,7 @@ fn killed_listeners_leave_no_trace() {
     }
     assert!(w.wait().unwrap().success(), "writer failed");
     end_all(&bus.path);
-    let outputs: Vec<Vec<String>> = survivors
-        .into_iter()
-        .map(|l| {
-            let (lines, status) = l.collect();
-            assert!(status.success());
-            lines
-        })
-        .collect();
+    let outputs = outputs_of(survivors);
     dog.finish();
     for lines in &outputs {
         assert_eq!(lines.len(), 30_000);
@@ -89,14 +94,7 @@ fn killed_writers_leave_no_trace() {
     }
     assert!(steady.wait().unwrap().success(), "steady writer failed");
     end_all(&bus.path);
-    let outputs: Vec<Vec<String>> = survivors
-        .into_iter()
-        .map(|l| {
-            let (lines, status) = l.collect();
-            assert!(status.success());
-            lines
-        })
-        .collect();
+    let outputs = outputs_of(survivors);
     dog.finish();
     let runs: Vec<_> = outputs.iter().map(|o| check_consecutive(o)).collect();
     for run in &runs {

@@ -370,48 +370,36 @@ fn apply_permissions(spec: &str, current: u32) -> Result<u32, Failure> {
     Ok(bus::normalise_mode((current & keep) | grant))
 }
 
-fn user_id(name: &str) -> Result<u32, Failure> {
-    if name.is_empty() {
-        return Err(Failure::Usage("empty user name".into()));
+/// A user or group operand: a numeric id, or a name looked up with
+/// `lookup`. `what` is "user" or "group", for messages.
+fn owner_id(name: &str, what: &str, lookup: fn(&str) -> Option<u32>) -> Result<u32, Failure> {
+    if name.is_empty() || name.contains(':') {
+        return Err(Failure::Usage(format!("invalid {what} name {name:?}")));
     }
     if name.bytes().all(|b| b.is_ascii_digit()) {
         return name
             .parse()
-            .map_err(|_| Failure::Usage(format!("invalid user id {name}")));
+            .map_err(|_| Failure::Usage(format!("invalid {what} id {name}")));
     }
-    match nix_user(name) {
-        Some(uid) => Ok(uid),
-        None => Err(Failure::Failed(format!("{name}: no such user"))),
-    }
+    lookup(name).ok_or_else(|| Failure::Failed(format!("{name}: no such {what}")))
+}
+
+fn user_id(name: &str) -> Result<u32, Failure> {
+    owner_id(name, "user", |n| {
+        nix::unistd::User::from_name(n)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw())
+    })
 }
 
 fn group_id(name: &str) -> Result<u32, Failure> {
-    if name.is_empty() || name.contains(':') {
-        return Err(Failure::Usage(format!("invalid group name {name:?}")));
-    }
-    if name.bytes().all(|b| b.is_ascii_digit()) {
-        return name
-            .parse()
-            .map_err(|_| Failure::Usage(format!("invalid group id {name}")));
-    }
-    match nix_group(name) {
-        Some(gid) => Ok(gid),
-        None => Err(Failure::Failed(format!("{name}: no such group"))),
-    }
-}
-
-fn nix_user(name: &str) -> Option<u32> {
-    nix::unistd::User::from_name(name)
-        .ok()
-        .flatten()
-        .map(|u| u.uid.as_raw())
-}
-
-fn nix_group(name: &str) -> Option<u32> {
-    nix::unistd::Group::from_name(name)
-        .ok()
-        .flatten()
-        .map(|g| g.gid.as_raw())
+    owner_id(name, "group", |n| {
+        nix::unistd::Group::from_name(n)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw())
+    })
 }
 
 #[cfg(test)]

@@ -87,6 +87,14 @@ pub struct Perm {
     pub mode: u32,
 }
 
+/// `get` flags: exclusive creation with `mode`, or plain open.
+fn get_flags(create: Option<u32>) -> libc::c_int {
+    match create {
+        Some(mode) => libc::IPC_CREAT | libc::IPC_EXCL | mode as libc::c_int,
+        None => 0,
+    }
+}
+
 fn perm_from(p: &libc::ipc_perm) -> Perm {
     Perm {
         key: p.__key,
@@ -107,10 +115,7 @@ impl SemId {
     /// [`SEMAPHORES`] semaphores under `key`.
     #[doc(alias = "semget")]
     pub fn get(key: Key, create: Option<u32>) -> io::Result<SemId> {
-        let flags = match create {
-            Some(mode) => libc::IPC_CREAT | libc::IPC_EXCL | mode as libc::c_int,
-            None => 0,
-        };
+        let flags = get_flags(create);
         // SAFETY: semget takes only integers.
         cvt(unsafe { libc::semget(key, SEMAPHORES as libc::c_int, flags) }).map(SemId)
     }
@@ -255,10 +260,7 @@ impl ShmId {
     /// of [`MEMORY_SIZE`] bytes under `key`.
     #[doc(alias = "shmget")]
     pub fn get(key: Key, create: Option<u32>) -> io::Result<ShmId> {
-        let flags = match create {
-            Some(mode) => libc::IPC_CREAT | libc::IPC_EXCL | mode as libc::c_int,
-            None => 0,
-        };
+        let flags = get_flags(create);
         // SAFETY: shmget takes only integers.
         cvt(unsafe { libc::shmget(key, MEMORY_SIZE, flags) }).map(ShmId)
     }
