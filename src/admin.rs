@@ -231,6 +231,10 @@ pub struct Status {
     pub values: [u16; SEMAPHORES],
     /// Processes attached to the shared memory.
     pub attached: u64,
+    /// Listeners asleep waiting for a message (blocked on Q, or on N once
+    /// Q is zero). Fewer than [`Status::listeners`] means some are busy
+    /// with a message, or stuck.
+    pub waiting: u32,
 }
 
 impl Status {
@@ -253,6 +257,8 @@ pub fn stat(path: impl AsRef<Path>) -> Result<Status> {
         .stat()
         .map_err(|e| object_error(path, "shared memory", e))?;
     let values = sem.get_all().map_err(|e| ipc_error(path, "GETALL", e))?;
+    let waiting =
+        crate::writer::waiting_listeners(sem).map_err(|e| ipc_error(path, "GETZCNT", e))?;
     Ok(Status {
         keys,
         file_mode: meta.mode() & 0o7777,
@@ -262,6 +268,7 @@ pub fn stat(path: impl AsRef<Path>) -> Result<Status> {
         gid: sem_perm.gid,
         values,
         attached: shm_status.attached,
+        waiting,
     })
 }
 

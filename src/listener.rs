@@ -1,11 +1,13 @@
 //! Listening: the read loop with a callback and the poller, both built on a
 //! race-free membership (PROTOCOL.md, "how to be immune to them").
 //!
-//! A membership is in one of three states:
+//! A membership is in one of these states:
 //! - `Armed`: counted in S and has raised Q (waiting for a writer to zero
 //!   it);
-//! - `Acked`: has copied the message and made `{V(W), P(S)}`: not counted,
-//!   holding W raised so no writer can start until it re-arms;
+//! - `Taken`: released (`{Z(Q), N-=1, N+=1, V(W)}`), copying the message:
+//!   counted, and holding W raised so no writer can start;
+//! - `Acked`: has copied the message and made `P(S)`: not counted, still
+//!   holding W raised until it re-arms;
 //! - `Out`: not on the bus.
 //!
 //! Each transition is one atomic `semop`, which is what closes the races of
@@ -19,14 +21,21 @@
 //!   writer lowers N only after its own `Z(S)`, and N cannot rise again
 //!   before every listener has lowered W (barrier race).
 //!
-//! The acknowledgement `{V(W), P(S)}` is made right after copying the
-//! message, before the callback runs, so a broadcast returns as soon as
-//! every listener has its copy; the next writer still waits (on W) for
-//! this listener to re-arm.
+//! - the wait is `{Z(Q), N-=1, N+=1, V(W)}`: released only while a message
+//!   is in flight, and holding writers back from that instant, so a writer
+//!   killed mid-broadcast (the kernel then lowers its N early) cannot let
+//!   the next one overwrite the segment before every released listener
+//!   has copied it (checked by the model, `-DWRITER_DIES`).
+//!
+//! The acknowledgement `P(S)` is made right after copying the message,
+//! before the callback runs, so a broadcast returns as soon as every
+//! listener has its copy; the next writer still waits (on W) for this
+//! listener to re-arm.
 
 use crate::bus::sem::{p, v, z, N, Q, S, W};
 use crate::bus::Bus;
 use crate::error::{Error, Result};
+use crate::sys::SemOp;
 use crate::wait::{Deadline, Limits, Mode, StopToken};
 
 /// What a read callback is told.
@@ -61,6 +70,8 @@ pub struct ReadOptions<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Armed,
+    /// Released, copying: still counted in S, already holding W.
+    Taken,
     Acked,
     Out,
 }
@@ -95,12 +106,35 @@ impl<'a> Membership<'a> {
     /// into `buf` and acknowledges it. On failure, stays `Armed`.
     fn take(&mut self, mode: Mode, limits: &Limits<'_>, buf: &mut Vec<u8>) -> Result<()> {
         debug_assert_eq!(self.state, State::Armed);
-        self.bus.op(&[z(Q)], mode, limits)?;
-        // No writer touches the segment until we lower W again.
+        // Q zeroed *while a message is in flight* (N >= 1: every writer,
+        // ours or the original, raises N before it zeroes Q and lowers it
+        // only once every listener took the message), and W raised in the
+        // same instant. So no later writer can start, and overwrite the
+        // segment, before this listener has copied it and re-armed, even
+        // if this writer dies and the kernel lowers its N; and a leaver
+        // taking back a raise of Q releases no one between messages.
+        let in_flight = [
+            SemOp {
+                index: N,
+                delta: -1,
+                undo: false,
+            },
+            SemOp {
+                index: N,
+                delta: 1,
+                undo: false,
+            },
+        ];
+        self.bus.op(
+            &[z(Q), in_flight[0], in_flight[1], v(W, true)],
+            mode,
+            limits,
+        )?;
+        self.state = State::Taken;
         self.bus.mem.read_message(buf);
-        // Neither operation can block: we are counted in S.
+        // Cannot block: we are counted in S.
         self.bus
-            .op(&[v(W, true), p(S, true)], Mode::Untimed, &Limits::default())?;
+            .op(&[p(S, true)], Mode::Untimed, &Limits::default())?;
         self.state = State::Acked;
         Ok(())
     }
@@ -129,6 +163,9 @@ impl<'a> Membership<'a> {
                     let _ = self.bus.op(&[p(S, true)], Mode::NoWait, &none);
                 }
             }
+            State::Taken => {
+                let _ = self.bus.op(&[p(S, true), p(W, true)], Mode::NoWait, &none);
+            }
             State::Acked => {
                 let _ = self.bus.op(&[p(W, true)], Mode::NoWait, &none);
             }
@@ -155,7 +192,8 @@ impl<'a> Membership<'a> {
         let standing = match self.state {
             State::Armed => Some(Standing::Armed),
             State::Acked => Some(Standing::Acked),
-            State::Out => None,
+            // Never seen outside `take`, which cannot be stopped there.
+            State::Taken | State::Out => None,
         };
         self.state = State::Out;
         standing

@@ -26,6 +26,18 @@ pub struct WriteOptions<'a> {
 /// How long the shield waits for Q >= S before it looks at S again.
 const SHIELD_SLICE: Duration = Duration::from_millis(5);
 
+/// How long the shield waits at most, while W = 0, for Q to reach S. An
+/// original C listener raises Q microseconds after lowering W; a listener
+/// still short of a raise after this long is stranded, and only zeroing Q
+/// frees it.
+const SHIELD_LIMIT: Duration = Duration::from_secs(1);
+
+/// Listeners asleep waiting for their release: blocked on Q (while Q > 0)
+/// or on N (Q zero, no message in flight).
+pub(crate) fn waiting_listeners(sem: crate::sys::SemId) -> std::io::Result<u32> {
+    Ok(sem.waiting_for_zero(Q)? + sem.waiting_for_increase(N)?)
+}
+
 impl Bus {
     /// Broadcasts `message` to every listener and returns once each has
     /// taken its copy.
@@ -147,11 +159,9 @@ impl Bus {
         self.sem
             .set_value(Q, 0)
             .map_err(|e| ipc_error(self.path(), "SETVAL", e))?;
-        // Step 6: every listener has its copy once S is 0.
-        match self.op(&[z(S)], Mode::Timed, limits) {
-            Err(Error::TimedOut) => Err(Error::TimedOutAfterPublish),
-            other => other,
-        }
+        // Step 6: every listener has its copy once S is 0. (A timeout
+        // here is turned into TimedOutAfterPublish by the caller.)
+        self.op(&[z(S)], Mode::Timed, limits)
     }
 
     /// Waits until Q >= S, i.e. every counted listener is waiting for Q to
@@ -166,13 +176,18 @@ impl Bus {
     /// previous message but not re-armed is not counted in S, and must not
     /// miss this one.
     ///
-    /// One state also ends the wait with Q < S: more processes waiting on Q
-    /// than Q holds (GETZCNT > Q). A waiter then has no raise left in Q:
-    /// a writer was killed after zeroing Q, the kernel undid its N early,
-    /// and a fast listener re-armed before a slow one, released while it
-    /// was between re-arming and waiting, started to wait. Only zeroing Q
-    /// frees the slow one, so the broadcast goes ahead.
+    /// Two things also end the wait with Q < S, for liveness only (the
+    /// listeners' wait keeps the segment safe, see listener.rs):
+    /// - more processes waiting for their release than Q holds raises
+    ///   (GETZCNT(Q) + GETNCNT(N) > Q). A waiter then has no raise left: a
+    ///   writer was killed after zeroing Q, the kernel lowered its N early,
+    ///   and a fast listener re-armed before a slow one, released while it
+    ///   was between re-arming and waiting, started to wait. Only zeroing Q
+    ///   frees the slow one;
+    /// - [`SHIELD_LIMIT`] spent: the same, for a stranded poller that never
+    ///   blocks (so is not counted as waiting).
     fn shield(&self, limits: &Limits<'_>) -> Result<()> {
+        let started = std::time::Instant::now();
         loop {
             let values = self
                 .sem
@@ -183,11 +198,9 @@ impl Bus {
                 if q >= s {
                     return Ok(());
                 }
-                let waiting = self
-                    .sem
-                    .waiting_for_zero(Q)
+                let waiting = waiting_listeners(self.sem)
                     .map_err(|e| ipc_error(self.path(), "GETZCNT", e))?;
-                if waiting > u32::from(q) {
+                if waiting > u32::from(q) || started.elapsed() >= SHIELD_LIMIT {
                     return Ok(());
                 }
             }

@@ -113,9 +113,10 @@ fn killed_writers_leave_no_trace() {
 
 /// A stopped (SIGSTOP) listener makes timed writes time out as specified:
 /// the first publishes and then times out waiting for it
-/// (`TimedOutAfterPublish`), the next times out before publishing
-/// (`TimedOut`). Once continued, the listener gets the published message,
-/// not the refused one, and the bus works again.
+/// (`TimedOutAfterPublish`) but keeps the bus until the round is done, so
+/// the next times out before publishing (`TimedOut`) and a no-wait one
+/// fails at once (`WouldBlock`). Once continued, the listener gets the
+/// published message, not the refused ones, and the bus works again.
 #[test]
 fn stopped_listener_times_out_timed_writes() {
     let bus = TempBus::new("sigstop");
@@ -132,21 +133,20 @@ fn stopped_listener_times_out_timed_writes() {
         took >= Duration::from_millis(190) && took < Duration::from_secs(2),
         "{took:?}"
     );
+    // The round is not abandoned: this process keeps the writer lock and N
+    // until the stopped listener has taken the message.
+    let v = bus::stat(&bus.path).unwrap().values;
+    assert_eq!((v[2], v[4]), (0, 1), "X held and N raised: {v:?}");
 
     let start = Instant::now();
     let r = w.write_timed(&Message::new("x 1").unwrap(), Duration::from_millis(200));
     assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
     assert!(start.elapsed() < Duration::from_secs(2));
-    // A no-wait write does not wait for the writer lock, which is free.
-    let r = w.write_with(
-        &Message::new("x 1").unwrap(),
-        &bus::WriteOptions {
-            nowait: true,
-            deadline: Some(Duration::from_millis(100).into()),
-            ..Default::default()
-        },
-    );
-    assert!(matches!(r, Err(Error::TimedOut)), "{r:?}");
+    // A no-wait write fails at once: the writer lock is held.
+    let start = Instant::now();
+    let r = w.write_nowait(&Message::new("x 1").unwrap());
+    assert!(matches!(r, Err(Error::WouldBlock)), "{r:?}");
+    assert!(start.elapsed() < Duration::from_millis(100));
 
     kill(frozen.child.id(), Signal::SIGCONT);
     w.write(&Message::new("x 1").unwrap()).unwrap();

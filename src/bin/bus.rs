@@ -280,6 +280,7 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
             );
             println!("owner:          {}:{}", s.uid, s.gid);
             println!("listeners:      {sv}");
+            println!("waiting:        {}", s.waiting);
             println!("semaphores:     S={sv} W={wv} X={xv} Q={qv} N={nv}");
             println!("attached:       {}", s.attached);
         }

@@ -183,6 +183,14 @@ impl SemId {
             .map(|n| n as u32)
     }
 
+    /// The number of processes waiting for semaphore `index` to increase.
+    #[doc(alias = "GETNCNT")]
+    pub fn waiting_for_increase(self, index: u16) -> io::Result<u32> {
+        // SAFETY: GETNCNT takes no fourth argument.
+        cvt(unsafe { libc::semctl(self.0, libc::c_int::from(index), libc::GETNCNT) })
+            .map(|n| n as u32)
+    }
+
     /// Sets the values of all semaphores of the array.
     #[doc(alias = "SETALL")]
     pub fn set_all(self, values: &[u16; SEMAPHORES]) -> io::Result<()> {
