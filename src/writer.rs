@@ -172,9 +172,10 @@ impl Bus {
     /// the message is copied, so a writer that times out here has written
     /// nothing any listener can see.
     ///
-    /// W must be 0 in the same instant: a listener that has acknowledged the
-    /// previous message but not re-armed is not counted in S, and must not
-    /// miss this one.
+    /// W must be 0 in the same instant: an original C listener raises W
+    /// only when it acknowledges, and one that has acknowledged but not yet
+    /// re-armed is not counted in S; after a writer's death it could miss
+    /// this message. (Ours hold W from the instant they are released.)
     ///
     /// Two things also end the wait with Q < S, for liveness only (the
     /// listeners' wait keeps the segment safe, see listener.rs):
@@ -207,8 +208,10 @@ impl Bus {
             // Wait for W == 0 and Q >= s ({Z(W), Q -= s, Q += s} blocks until
             // it can lower Q by s, then puts it back), briefly: listeners may
             // join or leave meanwhile, so S is read again after each slice.
+            // (With s = 0, a delta of 0 would mean "wait for Q = 0": then
+            // only W is waited for.)
             let s = i16::try_from(s).unwrap_or(i16::MAX);
-            let ops = [
+            let all = [
                 z(W),
                 SemOp {
                     index: Q,
@@ -221,6 +224,7 @@ impl Bus {
                     undo: false,
                 },
             ];
+            let ops = if s == 0 { &all[..1] } else { &all[..] };
             let slice = Deadline::after(SHIELD_SLICE);
             let bounded = Limits {
                 deadline: Some(match limits.deadline {
@@ -229,7 +233,7 @@ impl Bus {
                 }),
                 ..*limits
             };
-            match self.op(&ops, Mode::Timed, &bounded) {
+            match self.op(ops, Mode::Timed, &bounded) {
                 Ok(()) => return Ok(()),
                 Err(Error::TimedOut) => {
                     if limits.deadline.is_some_and(|d| d.remaining().is_none()) {

@@ -7,6 +7,13 @@
 //! never skip), since a protocol proof that silently does not run is worth
 //! nothing.
 //!
+//! The model's default variant is the code (src/writer.rs and
+//! src/listener.rs). The `ours_*` tests check it, alone and with the
+//! variations the code also has, and must verify. Every other test is a
+//! counterexample that documents why a part of the design is there: it
+//! removes that part, or restores what it replaced, and expects spin to
+//! find a hang or a lost, duplicated or overwritten message.
+//!
 //! Standalone build (without Cargo):
 //! `rustc --edition 2021 --test test/model.rs -o /tmp/model_test &&
 //!  CARGO_MANIFEST_DIR=$PWD /tmp/model_test`
@@ -19,6 +26,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Depth limit passed to pan (`-m`); the models reach depths below 200.
 const MAX_DEPTH: &str = "100000";
+
+/// Memory limit compiled into pan, in megabytes; the largest variant
+/// tested needs about 1.3 GB.
+const MEMLIM: &str = "-DMEMLIM=3072";
 
 /// The model file, found from the crate root (at compile time under Cargo,
 /// else from `CARGO_MANIFEST_DIR` at run time).
@@ -146,10 +157,20 @@ fn verify(name: &str, defines: &[&str]) -> Verification {
     );
 
     // -DSAFETY: safety properties only (assertions and invalid end states);
-    // -DCOLLAPSE: lossless state compression (exhaustive, less memory).
+    // -DCOLLAPSE: lossless state compression (exhaustive, less memory);
+    // -DMEMLIM: stop (and fail, see `assert_exhaustive`) rather than swap.
     let out = run(
         Command::new("gcc")
-            .args(["-O2", "-w", "-DSAFETY", "-DCOLLAPSE", "-o", "pan", "pan.c"])
+            .args([
+                "-O2",
+                "-w",
+                "-DSAFETY",
+                "-DCOLLAPSE",
+                MEMLIM,
+                "-o",
+                "pan",
+                "pan.c",
+            ])
             .current_dir(&dir.0),
         "gcc",
     );
@@ -267,39 +288,121 @@ fn assert_deadlocks(name: &str, defines: &[&str]) {
 }
 
 /// The variant must break the delivery property: spin finds an assertion
-/// violation (a lost, duplicated or overwritten message).
-fn assert_violates(name: &str, defines: &[&str]) {
+/// violation (a lost, duplicated or overwritten message) whose text
+/// contains `expected` (a piece of the violated assertion).
+fn assert_violates(name: &str, defines: &[&str], expected: &str) {
     let v = verify(name, defines);
     assert!(
         v.errors >= 1 && v.report.contains("assertion violated"),
         "expected an assertion violation in {defines:?}:\n{}",
         v.report
     );
+    let line = v
+        .report
+        .lines()
+        .find(|l| l.contains("assertion violated"))
+        .unwrap_or_default();
     assert!(
-        v.trail.is_some(),
-        "pan reported an error but wrote no trail"
+        line.contains(expected),
+        "expected the violated assertion to contain {expected:?} in {defines:?}, got {line:?}\n--- trail (end) ---\n{}",
+        tail(v.trail.as_deref())
+    );
+    let trail = v
+        .trail
+        .as_deref()
+        .unwrap_or_else(|| panic!("pan reported an error but wrote no trail:\n{}", v.report));
+    assert!(
+        trail.contains("assertion violated"),
+        "the trail does not replay to the violation:\n{}",
+        tail(Some(trail))
     );
 }
 
-/// Our writer (with the Q >= S shield) and our listener, 2 writers x 2 messages and 3 listeners joining/leaving up to 2 times: no hang, no lost/duplicated/reordered/overwritten message.
+// ------------------------------------------------------ the implemented design
+
+/// The code (shield, listener waiting with {Z(Q), N -= 1, N += 1, V(W)}), 2 writers x 2 messages, 3 listeners joining at any time and maybe leaving: no hang, no lost/duplicated/reordered/overwritten message, and without a death the shield never needs an escape (Q >= S whenever W = 0).
 #[test]
 fn ours_is_correct() {
     assert_verifies("ours", &[]);
 }
 
-/// As `ours_is_correct` but as the real code does it: the shield re-reads S after a timeout, and leaving from Z(Q) is two calls ({P(Q), P(S)} with `IPC_NOWAIT`, then {P(S)}).
+/// As `ours_is_correct` with listeners that leave and join again (2 memberships each), 2 writers x 1 message.
 #[test]
-fn ours_as_implemented_is_correct() {
-    assert_verifies("ours-impl", &["-DSTALE_SHIELD", "-DSPLIT_LEAVE"]);
+fn ours_rejoining_is_correct() {
+    assert_verifies("ours-rejoin", &["-DMSGS=1", "-DJOINS=2"]);
 }
 
-/// Our listener is immune whoever the writers are: with the original writer (separate P(X), Z(W), no shield) the properties still hold.
+/// As `ours_is_correct` with the steps as coded: the shield's loop (GETALL, then GETZCNT(Q) and GETNCNT(N) as later calls), the leave in two calls, and the writer's BUS_NOWAIT path ({P(X)} then {Z(W)}).
+#[test]
+fn ours_as_coded_is_correct() {
+    assert_verifies(
+        "ours-coded",
+        &["-DSHIELD_AS_CODED", "-DSPLIT_LEAVE", "-DWRITE_NOWAIT"],
+    );
+}
+
+/// Our listener is immune whoever the writers are: with the original writer (P(X), Z(W), ... one call each, no shield) the properties still hold.
 #[test]
 fn ours_with_original_writer_is_correct() {
     assert_verifies("ours-origwriter", &["-DORIG_WRITER"]);
 }
 
-/// The original listener and writer from PROTOCOL.md, 1 writer and 1 listener: spin finds the hang (the model can fail).
+/// A writer killed at any step while it holds X (the kernel gives X back and lowers N): no hang, and only the dead writer's message may be missed; no duplicate, reordering or overwrite.
+#[test]
+fn ours_survives_writer_death() {
+    assert_verifies("ours-death", &["-DWRITER_DIES"]);
+}
+
+/// As `ours_survives_writer_death` with up to two writers killed.
+#[test]
+fn ours_survives_two_writer_deaths() {
+    assert_verifies("ours-death-2", &["-DWRITER_DIES", "-DMAXDEATHS=2"]);
+}
+
+/// As `ours_survives_writer_death` with the steps as coded (shield loop with separate reads, leave in two calls, BUS_NOWAIT path).
+#[test]
+fn ours_as_coded_survives_writer_death() {
+    assert_verifies(
+        "ours-coded-death",
+        &[
+            "-DWRITER_DIES",
+            "-DSHIELD_AS_CODED",
+            "-DSPLIT_LEAVE",
+            "-DWRITE_NOWAIT",
+        ],
+    );
+}
+
+/// As `ours_survives_writer_death` with listeners that may also be killed at any point (the kernel undoes their S and W, but not their raise of Q).
+#[test]
+fn ours_survives_listener_and_writer_death() {
+    assert_verifies("ours-ldeath", &["-DLISTENER_DIES", "-DWRITER_DIES"]);
+}
+
+/// Pollers that only ever poll with IPC_NOWAIT (never asleep, so never counted by GETZCNT/GETNCNT) and never leave, under writer death: the SHIELD_LIMIT escape frees a stranded one, and is safe.
+#[test]
+fn ours_nowait_pollers_survive_writer_death() {
+    assert_verifies(
+        "ours-pollers",
+        &["-DWRITER_DIES", "-DNOWAIT_POLLERS", "-DNO_LEAVE"],
+    );
+}
+
+/// Without pollers, the count escape (GETZCNT(Q) + GETNCNT(N) > Q) alone frees a listener stranded by a writer's death: no hang even without SHIELD_LIMIT, which only pollers need.
+#[test]
+fn ours_count_escape_frees_stranded_sleepers() {
+    assert_verifies("ours-count-escape", &["-DWRITER_DIES", "-DNO_TIME_ESCAPE"]);
+}
+
+/// Safety does not rest on the shield: our listeners with writers that have no shield at all still verify under writer death (the shield is there for original listeners, and W = 0 in it is redundant for ours).
+#[test]
+fn ours_without_shield_survives_writer_death() {
+    assert_verifies("ours-noshield", &["-DWRITER_DIES", "-DNO_SHIELD"]);
+}
+
+// ------------------------------------------------- what each part is for
+
+/// The original listener and writer from PROTOCOL.md, 1 writer and 1 listener: the re-arm race hangs them (and shows the model can fail).
 #[test]
 fn original_one_listener_deadlocks() {
     assert_deadlocks("orig1", &["-DORIGINAL", "-DNW=1", "-DNL=1"]);
@@ -311,7 +414,7 @@ fn original_two_listeners_deadlock() {
     assert_deadlocks("orig2", &["-DORIGINAL", "-DNW=1", "-DNL=2"]);
 }
 
-/// The atomic re-arm matters: our listener with {Z(N), V(S), P(W)} and V(Q) as two calls hangs when the writer does not shield (race 1).
+/// The atomic re-arm matters: with {Z(N), V(S), P(W)} and V(Q) as two calls and writers without the shield, a writer zeroes Q before the V(Q) and waits forever for that listener (the re-arm race).
 #[test]
 fn split_rearm_without_shield_deadlocks() {
     assert_deadlocks(
@@ -320,8 +423,76 @@ fn split_rearm_without_shield_deadlocks() {
     );
 }
 
-/// A writer must never abandon its Z(S) once it has set Q to 0: if it gives up there (deadline, stop) and releases N and X, a slow listener misses the next broadcast.
+/// Why a timed-out broadcast is finished by a thread: a writer that abandons its Z(S) and lowers N strands a listener that was awake at the zeroing (it can no longer take the message), and the next writer overwrites it.
 #[test]
 fn abandoning_z_s_loses_messages() {
-    assert_violates("giveup", &["-DWRITER_GIVEUP", "-DNO_LEAVE", "-DNL=1"]);
+    assert_violates(
+        "giveup",
+        &["-DWRITER_GIVEUP", "-DNO_LEAVE", "-DNL=2"],
+        "pend[i]==0",
+    );
+}
+
+/// Why the wait changed: with the old wait (Z(Q) alone, acknowledgement {V(W), P(S)}) and the count escape, a writer killed after zeroing Q lets the next writers publish past a listener that has not taken its message: a loss that is not the dead message's.
+#[test]
+fn old_wait_writer_death_loses_a_message() {
+    assert_violates(
+        "oldwait-death",
+        &[
+            "-DOLD_WAIT",
+            "-DNO_TIME_ESCAPE",
+            "-DWRITER_DIES",
+            "-DNO_LEAVE",
+        ],
+        "pend[i]==0",
+    );
+}
+
+/// Why the wait needs N: with the old wait, a listener stranded by a writer's death that leaves takes another's raise with {P(S), P(Q)}, which releases that one between messages for a message it already has: a duplicate, whatever the shield does (here it has no escape).
+#[test]
+fn old_wait_writer_death_stranded_leaver_duplicates() {
+    assert_violates(
+        "oldwait-death-leave",
+        &["-DOLD_WAIT", "-DNO_ESCAPE", "-DWRITER_DIES"],
+        "got==pend[me]",
+    );
+}
+
+/// Why the shield has an escape: without one, a listener stranded by a writer's death (its raise of Q consumed, asleep on another's) keeps Q < S forever and the next writer's shield hangs.
+#[test]
+fn writer_death_without_escape_deadlocks() {
+    assert_deadlocks(
+        "death-noescape",
+        &["-DWRITER_DIES", "-DNO_ESCAPE", "-DNO_LEAVE"],
+    );
+}
+
+/// Why the shield has a time escape: a stranded poller that only polls with IPC_NOWAIT never sleeps, so the count escape never sees it and the next writer's shield hangs.
+#[test]
+fn writer_death_nowait_poller_needs_time_escape() {
+    assert_deadlocks(
+        "death-poller",
+        &[
+            "-DWRITER_DIES",
+            "-DNOWAIT_POLLERS",
+            "-DNO_TIME_ESCAPE",
+            "-DNO_LEAVE",
+        ],
+    );
+}
+
+/// Why the shield checks W = 0: a listener that raises W only when it acknowledges (the old wait, as the original listener does) and was released by a writer that then died acknowledges after the next writer's {P(X), Z(W)}; uncounted and not re-armed, it misses that writer's message (no escape needed).
+#[test]
+fn old_wait_shield_without_w_loses_a_message() {
+    assert_violates(
+        "oldwait-death-now",
+        &[
+            "-DOLD_WAIT",
+            "-DWRITER_DIES",
+            "-DNO_ESCAPE",
+            "-DNO_W_IN_SHIELD",
+            "-DNO_LEAVE",
+        ],
+        "pend[i]==0",
+    );
 }
