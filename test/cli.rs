@@ -154,6 +154,20 @@ impl Proc {
         send_signal(self.pid(), signal);
     }
 
+    /// Stops the process and waits until it is stopped (state `T` in
+    /// /proc): `kill` returns before the signal has taken effect.
+    #[track_caller]
+    fn stop(&self) {
+        self.signal(libc::SIGSTOP);
+        let stat = format!("/proc/{}/stat", self.pid());
+        until("the process to stop", || {
+            let text = fs::read_to_string(&stat).unwrap_or_default();
+            // The state follows the command name, which is in parentheses.
+            let state = text.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            (state == Some(Some('T'))).then_some(())
+        });
+    }
+
     /// Waits until the bus at `path` counts `n` listeners, all asleep
     /// waiting for a message (so a signal cannot land between joining and
     /// waiting), failing early if this process has exited meanwhile.
@@ -872,7 +886,7 @@ fn broadcast_nowait_fails_at_once_while_another_writer_holds_the_bus() {
     let _guard = BusGuard::create(&p);
     let listener = Proc::listen(&dir, &p, &out, 1);
 
-    listener.signal(libc::SIGSTOP);
+    listener.stop();
     let mut holder = Proc::start(&dir, &["broadcast", &p, "0 held"]);
     until_writer_blocked(&p);
 
@@ -910,7 +924,7 @@ fn broadcast_interrupted_by_sigterm_exits_1_and_releases_the_bus() {
     let _guard = BusGuard::create(&p);
     let listener = Proc::listen(&dir, &p, &out, 1);
 
-    listener.signal(libc::SIGSTOP);
+    listener.stop();
     let mut holder = Proc::start(&dir, &["broadcast", &p, "0 interrupted"]);
     until_writer_blocked(&p);
     holder.signal(libc::SIGTERM);

@@ -122,7 +122,7 @@ fn stopped_listener_times_out_timed_writes() {
     let bus = TempBus::new("sigstop");
     let dog = Watchdog::start(Duration::from_secs(60), &bus.path);
     let frozen = listener(&bus.path, "read", None, &dog);
-    kill(frozen.child.id(), Signal::SIGSTOP);
+    common::stop(frozen.child.id());
     let w = Bus::open(&bus.path, Access::Write).unwrap();
 
     let start = Instant::now();

@@ -113,6 +113,29 @@ impl Watchdog {
     }
 }
 
+/// Stops a process and waits until it is stopped (state `T` in /proc):
+/// `kill` returns before the signal has taken effect.
+pub fn stop(pid: u32) {
+    kill(pid, nix::sys::signal::Signal::SIGSTOP);
+    let stat = format!("/proc/{pid}/stat");
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&stat).unwrap_or_default();
+        if text
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            == Some('T')
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{pid} did not stop"
+        );
+        std::thread::yield_now();
+    }
+}
+
 pub fn kill(pid: u32, signal: nix::sys::signal::Signal) {
     // The process may have exited already; that is fine.
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);

@@ -98,7 +98,21 @@ spawn_cli(Args, Env) ->
 
 os_kill(Signal, OsPid) ->
     [] = os:cmd(io_lib:format("kill -~s ~b", [Signal, OsPid])),
-    ok.
+    case Signal of
+        %% kill returns before the process has stopped: wait for state T.
+        "STOP" -> wait_until(fun() -> os_state(OsPid) =:= $T end, 5000);
+        _ -> ok
+    end.
+
+%% The state letter of an OS process (from /proc/PID/stat).
+os_state(OsPid) ->
+    case file:read_file(io_lib:format("/proc/~b/stat", [OsPid])) of
+        {ok, Stat} ->
+            [_, After] = string:split(Stat, ") ", trailing),
+            binary:first(After);
+        {error, _} ->
+            none
+    end.
 
 %% S, the number of processes listening on the bus.
 listeners(Path) ->
