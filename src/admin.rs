@@ -257,8 +257,7 @@ pub fn stat(path: impl AsRef<Path>) -> Result<Status> {
         .stat()
         .map_err(|e| object_error(path, "shared memory", e))?;
     let values = sem.get_all().map_err(|e| ipc_error(path, "GETALL", e))?;
-    let waiting =
-        crate::writer::waiting_listeners(sem).map_err(|e| ipc_error(path, "GETZCNT", e))?;
+    let waiting = crate::bus::sem::waiting(sem).map_err(|e| ipc_error(path, "GETZCNT", e))?;
     Ok(Status {
         keys,
         file_mode: meta.mode() & 0o7777,

@@ -40,6 +40,14 @@ pub(crate) mod sem {
             undo,
         }
     }
+    /// Listeners asleep waiting for their release: blocked on Q (while
+    /// Q > 0) or on N (Q zero, no message in flight). Two reads, so only a
+    /// hint: a sleeper moving between the queues may be missed or counted
+    /// twice.
+    pub fn waiting(sem: crate::sys::SemId) -> std::io::Result<u32> {
+        Ok(sem.waiting_for_zero(Q)? + sem.waiting_for_increase(N)?)
+    }
+
     /// `Z(a)`: wait until zero.
     pub const fn z(index: u16) -> SemOp {
         SemOp {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::bus::sem::{p, v, z, N, Q, S, W, X};
+use crate::bus::sem::{self, p, v, z, N, Q, S, W, X};
 use crate::bus::{Access, Bus};
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -31,12 +31,6 @@ const SHIELD_SLICE: Duration = Duration::from_millis(5);
 /// still short of a raise after this long is stranded, and only zeroing Q
 /// frees it.
 const SHIELD_LIMIT: Duration = Duration::from_secs(1);
-
-/// Listeners asleep waiting for their release: blocked on Q (while Q > 0)
-/// or on N (Q zero, no message in flight).
-pub(crate) fn waiting_listeners(sem: crate::sys::SemId) -> std::io::Result<u32> {
-    Ok(sem.waiting_for_zero(Q)? + sem.waiting_for_increase(N)?)
-}
 
 impl Bus {
     /// Broadcasts `message` to every listener and returns once each has
@@ -199,8 +193,8 @@ impl Bus {
                 if q >= s {
                     return Ok(());
                 }
-                let waiting = waiting_listeners(self.sem)
-                    .map_err(|e| ipc_error(self.path(), "GETZCNT", e))?;
+                let waiting =
+                    sem::waiting(self.sem).map_err(|e| ipc_error(self.path(), "GETZCNT", e))?;
                 if waiting > u32::from(q) || started.elapsed() >= SHIELD_LIMIT {
                     return Ok(());
                 }
