@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::busfile::{self, Keys, DEFAULT_MODE};
@@ -144,11 +144,13 @@ fn object_error(path: &Path, object: &'static str, e: io::Error) -> Error {
     }
 }
 
-fn objects(path: &Path) -> Result<(SemId, ShmId)> {
-    let keys = busfile::read(path)?;
+/// Opens the bus file and the objects it names.
+fn objects(path: &Path) -> Result<(busfile::Opened, SemId, ShmId)> {
+    let opened = busfile::open(path)?;
+    let keys = opened.keys;
     let sem = SemId::get(keys.sem, None).map_err(|e| object_error(path, "semaphore array", e))?;
     let shm = ShmId::get(keys.shm, None).map_err(|e| object_error(path, "shared memory", e))?;
-    Ok((sem, shm))
+    Ok((opened, sem, shm))
 }
 
 /// Normalises `mode` the bus way: any bit of a class grants that class read
@@ -170,7 +172,7 @@ pub fn normalise_mode(mode: u32) -> u32 {
 pub fn chmod(path: impl AsRef<Path>, mode: u32) -> Result<()> {
     let path = path.as_ref();
     let mode = normalise_mode(mode);
-    let (sem, shm) = objects(path)?;
+    let (opened, sem, shm) = objects(path)?;
     let sem_perm = sem
         .stat()
         .map_err(|e| object_error(path, "semaphore array", e))?;
@@ -182,7 +184,10 @@ pub fn chmod(path: impl AsRef<Path>, mode: u32) -> Result<()> {
         .perm;
     shm.set_perm(shm_perm.uid, shm_perm.gid, mode)
         .map_err(|e| object_error(path, "shared memory", e))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode & !0o022))
+    // Through the descriptor: the very file whose keys were read.
+    opened
+        .file
+        .set_permissions(fs::Permissions::from_mode(mode & !0o022))
         .map_err(|e| busfile::file_error(path, "chmod", e))
 }
 
@@ -191,11 +196,10 @@ pub fn chmod(path: impl AsRef<Path>, mode: u32) -> Result<()> {
 #[doc(alias = "bus_chown")]
 pub fn chown(path: impl AsRef<Path>, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
     let path = path.as_ref();
-    let meta = fs::metadata(path).map_err(|e| busfile::file_error(path, "stat", e))?;
-    let uid = uid.unwrap_or(meta.uid());
-    let gid = gid.unwrap_or(meta.gid());
-    let (sem, shm) = objects(path)?;
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+    let (opened, sem, shm) = objects(path)?;
+    let uid = uid.unwrap_or(opened.stat.uid);
+    let gid = gid.unwrap_or(opened.stat.gid);
+    std::os::unix::fs::fchown(&opened.file, Some(uid), Some(gid))
         .map_err(|e| busfile::file_error(path, "chown", e))?;
     let mode = sem
         .stat()
@@ -247,9 +251,7 @@ impl Status {
 /// Reads the state of a bus, to see who may use it and diagnose a stuck one.
 pub fn stat(path: impl AsRef<Path>) -> Result<Status> {
     let path = path.as_ref();
-    let meta = fs::metadata(path).map_err(|e| busfile::file_error(path, "stat", e))?;
-    let keys = busfile::read(path)?;
-    let (sem, shm) = objects(path)?;
+    let (opened, sem, shm) = objects(path)?;
     let sem_perm = sem
         .stat()
         .map_err(|e| object_error(path, "semaphore array", e))?;
@@ -259,8 +261,8 @@ pub fn stat(path: impl AsRef<Path>) -> Result<Status> {
     let values = sem.get_all().map_err(|e| ipc_error(path, "GETALL", e))?;
     let waiting = crate::bus::sem::waiting(sem).map_err(|e| ipc_error(path, "GETZCNT", e))?;
     Ok(Status {
-        keys,
-        file_mode: meta.mode() & 0o7777,
+        keys: opened.keys,
+        file_mode: opened.stat.mode,
         sem_mode: sem_perm.mode,
         shm_mode: shm_status.perm.mode,
         uid: sem_perm.uid,

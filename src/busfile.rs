@@ -4,10 +4,12 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::sys::file::{self, FileKind, FileStat};
 use crate::sys::{self, Key};
 
 /// The two keys a bus file holds.
@@ -27,36 +29,110 @@ pub(crate) const DEFAULT_MODE: u32 = 0o600;
 
 /// Maps an I/O error on the bus file at `path` to the crate's error.
 pub(crate) fn file_error(path: &Path, context: &str, err: io::Error) -> Error {
-    match err.kind() {
-        io::ErrorKind::NotFound => Error::NotFound { path: path.into() },
-        io::ErrorKind::AlreadyExists => Error::AlreadyExists { path: path.into() },
-        io::ErrorKind::PermissionDenied => Error::PermissionDenied {
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => Error::NotFound {
+            path: path.into(),
+            note: if is_symlink(path) {
+                " (a dangling symbolic link)"
+            } else {
+                ""
+            },
+        },
+        Some(libc::EEXIST) => Error::AlreadyExists { path: path.into() },
+        Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied {
             path: path.into(),
             what: "bus file",
         },
+        Some(libc::EINTR) => Error::Interrupted,
         _ => Error::os(format!("{}: {context}", path.display()), err),
     }
 }
 
-/// Reads and parses the bus file at `path`.
-pub fn read(path: &Path) -> Result<Keys> {
-    let file = fs::File::open(path).map_err(|e| file_error(path, "open", e))?;
-    let meta = file.metadata().map_err(|e| file_error(path, "stat", e))?;
+fn is_symlink(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// A bus file opened for reading, with its keys and what `fstat` said of
+/// it; the admin calls change the file through this very descriptor.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub file: fs::File,
+    pub keys: Keys,
+    pub stat: FileStat,
+}
+
+/// Opens and parses the bus file at `path`, promptly whatever the path
+/// names. The path is first resolved without opening anything (`O_PATH`:
+/// no FIFO waits for a writer, no device's open routine runs); only a
+/// regular file of a plausible size, on a real file system, is then
+/// opened for reading, as that very inode (so a file swapped in meanwhile
+/// is never read), and read with a bound.
+pub(crate) fn open(path: &Path) -> Result<Opened> {
     let invalid = |reason: String| Error::InvalidBusFile {
         path: path.into(),
         reason,
     };
-    if !meta.is_file() {
-        return Err(invalid("not a regular file".into()));
+    let named = file::open_path(path).map_err(|e| file_error(path, "open", e))?;
+    let stat = file::stat(named.as_fd()).map_err(|e| file_error(path, "stat", e))?;
+    match stat.kind {
+        FileKind::Regular => {}
+        FileKind::Directory => return Err(invalid("a directory".into())),
+        FileKind::Fifo => return Err(invalid("a FIFO (named pipe)".into())),
+        FileKind::Socket => return Err(invalid("a socket".into())),
+        FileKind::CharDevice => return Err(invalid("a character device".into())),
+        FileKind::BlockDevice => return Err(invalid("a block device".into())),
+        FileKind::Symlink => return Err(invalid("not a regular file".into())),
     }
+    let fs_type =
+        file::file_system_type(named.as_fd()).map_err(|e| file_error(path, "statfs", e))?;
+    if let Some((name, _)) = file::PSEUDO_FILE_SYSTEMS
+        .iter()
+        .find(|(_, t)| *t == fs_type)
+    {
+        return Err(invalid(format!("a file of the {name} pseudo file system")));
+    }
+    if stat.size == 0 {
+        return Err(invalid("an empty file".into()));
+    }
+    if stat.size > MAX_FILE_LEN {
+        return Err(invalid(format!(
+            "{} bytes, a bus file has at most {MAX_FILE_LEN}",
+            stat.size
+        )));
+    }
+    let file = if file::proc_fd_available() {
+        file::reopen_for_reading(named.as_fd())
+    } else {
+        // Without /proc: open the path again, and make sure it is still
+        // the file just checked.
+        file::open_for_reading(path)
+    }
+    .map_err(|e| file_error(path, "open", e))?;
+    let opened = file::stat(file.as_fd()).map_err(|e| file_error(path, "stat", e))?;
+    if (opened.dev, opened.ino) != (stat.dev, stat.ino) {
+        return Err(invalid("replaced while it was being opened".into()));
+    }
+    // Bounded: a file that keeps growing is read no further.
     let mut text = Vec::new();
-    file.take(MAX_FILE_LEN + 1)
+    (&file)
+        .take(MAX_FILE_LEN + 1)
         .read_to_end(&mut text)
         .map_err(|e| file_error(path, "read", e))?;
     if text.len() as u64 > MAX_FILE_LEN {
         return Err(invalid(format!("larger than {MAX_FILE_LEN} bytes")));
     }
-    parse(&text).map_err(invalid)
+    let keys = parse(&text).map_err(invalid)?;
+    Ok(Opened {
+        file,
+        keys,
+        stat: opened,
+    })
+}
+
+/// Reads and parses the bus file at `path` (see [`open`] for how it is
+/// opened).
+pub fn read(path: &Path) -> Result<Keys> {
+    open(path).map(|opened| opened.keys)
 }
 
 /// Parses the contents of a bus file: each of the first two lines starts

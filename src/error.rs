@@ -23,10 +23,13 @@ pub enum Error {
         offset: usize,
     },
     /// The bus file does not exist.
-    #[error("{}: no such bus", path.display())]
+    #[error("{}: no such bus{note}", path.display())]
     NotFound {
         /// The bus pathname.
         path: PathBuf,
+        /// Empty, or what the path is instead, in parentheses (" (a
+        /// dangling symbolic link)").
+        note: &'static str,
     },
     /// The bus file exists and `create` was exclusive.
     #[error("{}: bus already exists", path.display())]
@@ -34,7 +37,9 @@ pub enum Error {
         /// The bus pathname.
         path: PathBuf,
     },
-    /// The file is not a bus file (not two decimal keys).
+    /// The file is not a bus file: not a regular file (a directory, a FIFO,
+    /// a device...), on a pseudo file system such as `/proc`, empty, too
+    /// large, or not two decimal keys.
     #[error("{}: not a bus file: {reason}", path.display())]
     InvalidBusFile {
         /// The pathname.

@@ -46,5 +46,6 @@ pub use crate::message::{Message, MAX_MESSAGE_LEN};
 pub use crate::sys::MEMORY_SIZE;
 pub use crate::wait::{
     install_stop_signal_handler, reap_children_automatically, Clock, Deadline, StopToken,
+    TERMINATION_GRACE,
 };
 pub use crate::writer::WriteOptions;

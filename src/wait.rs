@@ -85,12 +85,16 @@ pub struct StopToken(Arc<StopInner>);
 #[derive(Debug, Default)]
 struct StopInner {
     stopped: AtomicBool,
-    on_termination: bool,
     blocked: Mutex<Vec<ThreadHandle>>,
     unblocked: Condvar,
 }
 
 static WAKE_HANDLER: Once = Once::new();
+
+/// How long a process whose [`StopToken::on_termination_signals`] token
+/// was stopped by a signal may take to end by itself before the signal
+/// ends it.
+pub const TERMINATION_GRACE: Duration = Duration::from_secs(1);
 
 /// Installs the (do-nothing) handler of the signal a [`StopToken`] uses to
 /// interrupt a blocked call. [`StopToken::new`] does it once per process;
@@ -113,22 +117,45 @@ impl StopToken {
         StopToken::default()
     }
 
-    /// A token that is also stopped by SIGINT, SIGTERM or SIGHUP, whose
-    /// default action (ending the process) is replaced by this.
+    /// The process's token that SIGINT, SIGTERM and SIGHUP stop, instead of
+    /// ending the process at once.
+    ///
+    /// The signals are blocked in the calling thread and in the threads it
+    /// creates afterwards (call this before spawning any), and a thread of
+    /// their own waits for them, so a signal can never slip in between a
+    /// check of the token and a blocking call: [`StopToken::stop`]
+    /// interrupts every call blocked with the token until it is out. If
+    /// the process is still running [`TERMINATION_GRACE`] after the signal
+    /// (stuck in a call no token reaches, such as an `open` on a hung
+    /// network file system), the signal takes its default action. Every
+    /// call returns the same token.
     pub fn on_termination_signals() -> Result<StopToken> {
-        sys::catch_termination_signals()
-            .map_err(|e| Error::os("install termination handlers", e))?;
-        let mut token = StopToken::new();
-        Arc::get_mut(&mut token.0)
-            .expect("fresh token")
-            .on_termination = true;
-        Ok(token)
+        static TOKEN: Mutex<Option<StopToken>> = Mutex::new(None);
+        let mut installed = TOKEN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(token) = installed.as_ref() {
+            return Ok(token.clone());
+        }
+        let token = StopToken::new();
+        sys::block_termination_signals().map_err(|e| Error::os("block termination signals", e))?;
+        let watched = token.clone();
+        std::thread::Builder::new()
+            .name("bus-termination".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let Ok(signal) = sys::wait_for_termination() else {
+                    return;
+                };
+                watched.stop();
+                std::thread::sleep(TERMINATION_GRACE);
+                sys::die_of(signal)
+            })
+            .map_err(|e| Error::os("spawn the termination-signal thread", e))?;
+        Ok(installed.insert(token).clone())
     }
 
     /// Whether a stop has been requested.
     pub fn is_stopped(&self) -> bool {
         self.0.stopped.load(Ordering::SeqCst)
-            || (self.0.on_termination && sys::TERMINATION_REQUESTED.load(Ordering::SeqCst))
     }
 
     /// Requests a stop and returns once no thread is blocked in a call

@@ -6,10 +6,11 @@
 //! decision taken once, in [`crate::wait`].
 #![allow(unsafe_code)]
 
+pub mod file;
+
 use std::io;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Size in bytes of the shared memory segment of every bus.
@@ -490,21 +491,67 @@ pub fn wake_thread(thread: ThreadHandle) -> io::Result<()> {
     Ok(())
 }
 
-/// Set by the termination handler, read by whoever wants to stop on
-/// SIGINT / SIGTERM / SIGHUP.
-pub static TERMINATION_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// The signals that ask a command to end: SIGINT, SIGTERM and SIGHUP.
+pub const TERMINATION_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
-extern "C" fn note_termination(_: libc::c_int) {
-    TERMINATION_REQUESTED.store(true, Ordering::SeqCst);
+fn termination_set() -> io::Result<libc::sigset_t> {
+    let mut set = MaybeUninit::<libc::sigset_t>::zeroed();
+    // SAFETY: sigemptyset initialises the set; sigaddset adds valid signals.
+    unsafe {
+        cvt(libc::sigemptyset(set.as_mut_ptr()))?;
+        for signal in TERMINATION_SIGNALS {
+            cvt(libc::sigaddset(set.as_mut_ptr(), signal))?;
+        }
+        Ok(set.assume_init())
+    }
 }
 
-/// Makes SIGINT, SIGTERM and SIGHUP set [`TERMINATION_REQUESTED`] (and
-/// interrupt a blocked `semop`) instead of killing the process.
-pub fn catch_termination_signals() -> io::Result<()> {
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        install_handler(signal, note_termination, false)?;
+/// Blocks the [`TERMINATION_SIGNALS`] in the calling thread (and so in the
+/// threads it creates from now on), so that only [`wait_for_termination`]
+/// receives them. Programs spawned later start with an empty mask (the
+/// standard library resets it).
+#[doc(alias = "pthread_sigmask")]
+pub fn block_termination_signals() -> io::Result<()> {
+    let set = termination_set()?;
+    // SAFETY: the set is initialised; the old mask is not needed.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
     }
     Ok(())
+}
+
+/// Waits until one of the [`TERMINATION_SIGNALS`] (blocked in every
+/// thread) is sent to the process, and returns it.
+#[doc(alias = "sigwait")]
+pub fn wait_for_termination() -> io::Result<libc::c_int> {
+    let set = termination_set()?;
+    let mut signal = 0;
+    // SAFETY: the set is initialised and `signal` is a valid int to write.
+    let r = unsafe { libc::sigwait(&set, &mut signal) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(signal)
+}
+
+/// Ends the process the way `signal` does by default (its exit status says
+/// which signal killed it): restores the default action, unblocks it in
+/// this thread and sends it to the process.
+pub fn die_of(signal: libc::c_int) -> ! {
+    // SAFETY: SIG_DFL is a valid disposition; the mask set is initialised
+    // before use; raise takes an int.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set = MaybeUninit::<libc::sigset_t>::zeroed();
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, set.as_ptr(), std::ptr::null_mut());
+        libc::kill(libc::getpid(), signal);
+    }
+    // Only reached if the signal's default action is ignored (not one of
+    // the termination signals).
+    std::process::abort()
 }
 
 extern "C" fn reap_children(_: libc::c_int) {

@@ -2,8 +2,13 @@
  * test's name as argument (--list prints the names). */
 #include "common.h"
 
+#include <fcntl.h>
+#include <grp.h>
 #include <stddef.h>
 #include <sys/shm.h>
+#include <sys/socket.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
 
 /* The original bus_t, field by field, to check our layout against. */
 struct original_layout {
@@ -120,6 +125,93 @@ static void test_open_errors(void)
 	CHECK(unlink(junk) == 0);
 	free(missing);
 	free(junk);
+}
+
+/* Every call that takes a pathname refuses `path` with errno `code`, at
+ * once: none of them may block because of what the pathname names. */
+static void expect_refused(const char *path, int code)
+{
+	bus_t bus;
+	struct timespec t0, t1;
+	double took;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	FAILS_WITH(bus_open(&bus, path, BUS_RDONLY), code);
+	FAILS_WITH(bus_open(&bus, path, BUS_RDWR), code);
+	FAILS_WITH(bus_unlink(path), code);
+	FAILS_WITH(bus_chmod(path, 0600), code);
+	FAILS_WITH(bus_chown(path, getuid(), getgid()), code);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	took = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+	if (took > 1.0)
+		FAIL("%s: five calls took %.2f s", path, took);
+}
+
+/* A FIFO, a socket, devices, a directory, a symbolic link loop, a
+ * dangling link, a huge file and a /proc file: refused at once with the
+ * errno naming the problem; another user is refused with EACCES. Needs
+ * root (mknod, setuid). */
+static void test_open_kinds(void)
+{
+	char *fifo = test_path("fifo"), *sock = test_path("socket"),
+	     *chr = test_path("chr"), *blk = test_path("blk"),
+	     *dir = test_path("dir"), *loop_a = test_path("loop-a"),
+	     *loop_b = test_path("loop-b"), *dangling = test_path("dangling"),
+	     *nowhere = test_path("nowhere"), *huge = test_path("huge"),
+	     *private_bus = test_path("private");
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	int fd, status;
+	pid_t child;
+	bus_t bus;
+
+	if (geteuid() != 0)
+		FAIL("needs root (mknod, setuid): cannot run");
+	OK(mkfifo(fifo, 0600));
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	CHECK(fd >= 0 && strlen(sock) < sizeof(addr.sun_path));
+	strcpy(addr.sun_path, sock);
+	OK(bind(fd, (struct sockaddr *)&addr, sizeof(addr)));
+	OK(mknod(chr, S_IFCHR | 0600, makedev(1, 3)));
+	OK(mknod(blk, S_IFBLK | 0600, makedev(7, 0)));
+	OK(mkdir(dir, 0700));
+	OK(symlink(loop_b, loop_a));
+	OK(symlink(loop_a, loop_b));
+	OK(symlink(nowhere, dangling));
+	fd = open(huge, O_CREAT | O_WRONLY, 0600);
+	CHECK(fd >= 0);
+	OK(ftruncate(fd, (off_t)1 << 40));
+	close(fd);
+
+	expect_refused(fifo, EINVAL);
+	expect_refused(sock, EINVAL);
+	expect_refused(chr, EINVAL);
+	expect_refused(blk, EINVAL);
+	expect_refused(dir, EINVAL);
+	expect_refused(loop_a, ELOOP);
+	expect_refused(dangling, ENOENT);
+	expect_refused(huge, EINVAL);
+	expect_refused("/proc/self/status", EINVAL);
+
+	/* Another user: the file (mode 0600, root's) refuses. */
+	OK(bus_create(private_bus, BUS_EXCL, NULL));
+	OK(bus_open(&bus, private_bus, BUS_RDONLY));
+	log_keys(&bus);
+	OK(bus_close(&bus));
+	child = fork();
+	CHECK(child >= 0);
+	if (child == 0) {
+		if (setgroups(0, NULL) || setgid(4321) || setuid(4321))
+			_exit(2);
+		expect_refused(private_bus, EACCES);
+		_exit(0);
+	}
+	CHECK(waitpid(child, &status, 0) == child);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	OK(bus_unlink(private_bus));
+
+	unlink(fifo), unlink(sock), unlink(chr), unlink(blk), rmdir(dir);
+	unlink(loop_a), unlink(loop_b), unlink(dangling), unlink(huge);
+	free(fifo), free(sock), free(chr), free(blk), free(dir), free(loop_a);
+	free(loop_b), free(dangling), free(nowhere), free(huge), free(private_bus);
 }
 
 static void test_null_arguments(void)
@@ -728,6 +820,7 @@ static const struct {
 	{"create_exclusive", test_create_exclusive},
 	{"create_random", test_create_random},
 	{"open_errors", test_open_errors},
+	{"open_kinds", test_open_kinds},
 	{"null_arguments", test_null_arguments},
 	{"open_fields", test_open_fields},
 	{"write_alone", test_write_alone},
