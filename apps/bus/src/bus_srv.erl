@@ -61,9 +61,6 @@
     received_bytes = 0 :: non_neg_integer()
 }).
 
-%% The size of the state tuple in 0.1.0 (no received_bytes).
--define(STATE_0_1_SIZE, 11).
-
 -type info() :: #{path := binary(),
                   listeners := non_neg_integer() | undefined,
                   received := non_neg_integer(),
@@ -168,7 +165,10 @@ create_tables() ->
 
 %% gen_server.
 
--spec init(binary()) -> {ok, #state{}} | {ok, #state{}, {continue, stop | failed}}.
+%% Nothing here may block: the supervisor's start_child, and with it every
+%% other bus's first subscribe and the node's shutdown, waits for init/1.
+%% The bus is joined right after, in handle_continue/2.
+-spec init(binary()) -> {ok, #state{}, {continue, join | stop}}.
 init(Path) ->
     process_flag(trap_exit, true),
     case claim(Path) of
@@ -183,22 +183,25 @@ init(Path) ->
                                 #state{path = Path}, Subscriptions),
             _ = Subscriptions =:= [] andalso
                 erlang:send_after(?IDLE_TIMEOUT, self(), stop_if_idle),
-            case listen(State) of
-                State1 = #state{status = {failed, _}} -> {ok, State1, {continue, failed}};
-                State1 -> {ok, State1}
-            end
+            {ok, State, {continue, join}}
     end.
 
--spec handle_continue(stop | failed, #state{}) ->
+-spec handle_continue(join | stop, #state{}) ->
     {noreply, #state{}} | {stop, normal, #state{}}.
 handle_continue(stop, State) ->
     {stop, normal, State};
-handle_continue(failed, State = #state{status = {failed, Reason}, subscribers = Subs}) ->
-    %% A restart that cannot listen: the bus is down for its subscribers
-    %% (no crash loop). A first start waits for the subscribe call.
-    case map_size(Subs) of
-        0 -> {noreply, State};
-        _ -> bus_down(Reason, State)
+handle_continue(join, State) ->
+    case listen(State) of
+        State1 = #state{status = {failed, Reason}, subscribers = Subs} ->
+            %% A restart that cannot listen: the bus is down for its
+            %% subscribers (no crash loop). A first start waits for the
+            %% subscribe call, which gets the error.
+            case map_size(Subs) of
+                0 -> {noreply, State1};
+                _ -> bus_down(Reason, State1)
+            end;
+        State1 ->
+            {noreply, State1}
     end.
 
 -spec handle_call(term(), gen_server:from(), #state{}) ->
@@ -263,15 +266,9 @@ terminate(_Reason, State = #state{path = Path}) ->
 
 %% An upgrade or downgrade whose appup says {advanced, {handover, Nif}}
 %% moves the listener to the native module Nif (loaded by then): see
-%% handover/2. An upgrade from 0.1.0 appends received_bytes; a downgrade
-%% (run by this code, before 0.1.0's is loaded) hands over first, then
-%% drops it.
--spec code_change(term(), #state{} | tuple(), term()) -> {ok, #state{} | tuple()}.
-code_change({down, _Vsn}, State = #state{}, Extra) ->
-    State1 = maybe_handover(Extra, State),
-    {ok, list_to_tuple(lists:droplast(tuple_to_list(State1)))};
-code_change(OldVsn, State, Extra) when tuple_size(State) =:= ?STATE_0_1_SIZE ->
-    code_change(OldVsn, list_to_tuple(tuple_to_list(State) ++ [0]), Extra);
+%% handover/2. The state has the same shape in 0.2.0 and 0.3.0; a
+%% downgrade runs this code, before 0.2.0's is loaded.
+-spec code_change(term(), #state{}, term()) -> {ok, #state{}}.
 code_change(_OldVsn, State = #state{}, Extra) ->
     {ok, maybe_handover(Extra, State)}.
 
