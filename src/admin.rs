@@ -1,17 +1,13 @@
 //! Managing buses as objects: create, unlink, chmod, chown and stat.
 
 use std::fs;
-use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::busfile::{self, Keys, DEFAULT_MODE};
-use crate::error::{Error, Result};
-use crate::sys::{SemId, ShmId, SEMAPHORES};
-use crate::wait::ipc_error;
-
-/// Initial semaphore values {S, W, X, Q, N}: only the writer lock is free.
-const INITIAL_VALUES: [u16; SEMAPHORES] = [0, 0, 1, 0, 0];
+use crate::error::{Error, Object, Op, Result};
+use crate::protocol::{self, Semaphores, INITIAL_VALUES};
+use crate::sys::{self, Errno, SemId, ShmId, SEMAPHORES};
 
 /// Removes what a failed `create` made, in reverse order.
 #[derive(Default)]
@@ -57,58 +53,53 @@ pub fn create(path: Option<&Path>, exclusive: bool) -> Result<PathBuf> {
     let (path, file) = match path {
         Some(path) => match busfile::create_exclusive(path) {
             Ok(file) => (path.to_path_buf(), file),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !exclusive => {
-                return Ok(path.to_path_buf())
-            }
-            Err(e) => return Err(busfile::file_error(path, "create", e)),
+            Err(Error::AlreadyExists { .. }) if !exclusive => return Ok(path.to_path_buf()),
+            Err(e) => return Err(e),
         },
         None => create_random_file()?,
     };
     undo.file = Some(path.clone());
 
-    let (sem_key, sem) = with_random_key(|key| SemId::get(key, Some(DEFAULT_MODE)))
-        .map_err(|e| Error::os("create semaphore array", e))?;
+    let sem_failed = |e| Error::sys(e, Object::SemaphoreArray, Op::Create, &path);
+    let (sem_key, sem) =
+        with_random_key(|key| SemId::get(key, Some(DEFAULT_MODE))).map_err(sem_failed)?;
     undo.sem = Some(sem);
-    sem.set_all(&INITIAL_VALUES)
-        .map_err(|e| Error::os("initialise semaphore array", e))?;
+    sem.set_all(&INITIAL_VALUES).map_err(sem_failed)?;
     let (shm_key, shm) = with_random_key(|key| ShmId::get(key, Some(DEFAULT_MODE)))
-        .map_err(|e| Error::os("create shared memory", e))?;
+        .map_err(|e| Error::sys(e, Object::SharedMemory, Op::Create, &path))?;
     undo.shm = Some(shm);
 
-    busfile::write_keys(
-        &file,
-        Keys {
-            sem: sem_key,
-            shm: shm_key,
-        },
-    )
-    .map_err(|e| busfile::file_error(&path, "write", e))?;
+    let keys = Keys {
+        sem: sem_key,
+        shm: shm_key,
+    };
+    busfile::write_keys(&file, &path, keys)?;
     undo.disarm();
     Ok(path)
 }
 
 fn create_random_file() -> Result<(PathBuf, fs::File)> {
     let dir = busfile::runtime_dir();
-    busfile::make_dirs(&dir).map_err(|e| busfile::file_error(&dir, "mkdir", e))?;
+    busfile::make_dirs(&dir)?;
     loop {
-        let name = busfile::random_name().map_err(|e| Error::os("getrandom", e))?;
-        let path = dir.join(name);
+        let path = dir.join(busfile::random_name()?);
         match busfile::create_exclusive(&path) {
             Ok(file) => return Ok((path, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(busfile::file_error(&path, "create", e)),
+            Err(Error::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(e),
         }
     }
 }
 
-/// Calls `make` with random keys until it does not fail with `EEXIST` or
-/// `EINTR`.
-fn with_random_key<T>(mut make: impl FnMut(i32) -> io::Result<T>) -> io::Result<(i32, T)> {
+/// Calls `make` with random keys until it does not fail with `EEXIST` (the
+/// key is taken) or `EINTR`.
+fn with_random_key<T>(mut make: impl FnMut(i32) -> sys::Result<T>) -> sys::Result<(i32, T)> {
     loop {
-        let key = busfile::random_key()?;
+        // A failure to draw random bytes is reported as the object's.
+        let key = busfile::random_key().map_err(|_| Errno::EIO)?;
         match make(key) {
             Ok(made) => return Ok((key, made)),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::EINTR)) => {}
+            Err(Errno::EEXIST | Errno::EINTR) => {}
             Err(e) => return Err(e),
         }
     }
@@ -120,36 +111,35 @@ fn with_random_key<T>(mut make: impl FnMut(i32) -> io::Result<T>) -> io::Result<
 pub fn unlink(path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let keys = busfile::read(path)?;
-    let sem = SemId::get(keys.sem, None)
-        .and_then(SemId::remove)
-        .map_err(|e| object_error(path, "semaphore array", e));
-    let shm = ShmId::get(keys.shm, None)
-        .and_then(ShmId::remove)
-        .map_err(|e| object_error(path, "shared memory", e));
-    let file = fs::remove_file(path).map_err(|e| busfile::file_error(path, "remove", e));
+    let sem = open_sem(path, keys)
+        .and_then(|sem| sem.remove().map_err(|e| sem_error(path, Op::Remove, e)));
+    let shm = open_shm(path, keys)
+        .and_then(|shm| shm.remove().map_err(|e| shm_error(path, Op::Remove, e)));
+    let file = fs::remove_file(path).map_err(|e| Error::file(e, Object::BusFile, Op::Remove, path));
     sem.and(shm).and(file)
 }
 
-fn object_error(path: &Path, object: &'static str, e: io::Error) -> Error {
-    match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::EIDRM) | Some(libc::EINVAL) => Error::Gone {
-            path: path.into(),
-            object,
-        },
-        Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied {
-            path: path.into(),
-            what: object,
-        },
-        _ => Error::os(format!("{}: {object}", path.display()), e),
-    }
+fn sem_error(path: &Path, op: Op, e: Errno) -> Error {
+    Error::sys(e, Object::SemaphoreArray, op, path)
+}
+
+fn shm_error(path: &Path, op: Op, e: Errno) -> Error {
+    Error::sys(e, Object::SharedMemory, op, path)
+}
+
+fn open_sem(path: &Path, keys: Keys) -> Result<SemId> {
+    SemId::get(keys.sem, None).map_err(|e| sem_error(path, Op::Open, e))
+}
+
+fn open_shm(path: &Path, keys: Keys) -> Result<ShmId> {
+    ShmId::get(keys.shm, None).map_err(|e| shm_error(path, Op::Open, e))
 }
 
 /// Opens the bus file and the objects it names.
 fn objects(path: &Path) -> Result<(busfile::Opened, SemId, ShmId)> {
     let opened = busfile::open(path)?;
-    let keys = opened.keys;
-    let sem = SemId::get(keys.sem, None).map_err(|e| object_error(path, "semaphore array", e))?;
-    let shm = ShmId::get(keys.shm, None).map_err(|e| object_error(path, "shared memory", e))?;
+    let sem = open_sem(path, opened.keys)?;
+    let shm = open_shm(path, opened.keys)?;
     Ok((opened, sem, shm))
 }
 
@@ -173,22 +163,17 @@ pub fn chmod(path: impl AsRef<Path>, mode: u32) -> Result<()> {
     let path = path.as_ref();
     let mode = normalise_mode(mode);
     let (opened, sem, shm) = objects(path)?;
-    let sem_perm = sem
-        .stat()
-        .map_err(|e| object_error(path, "semaphore array", e))?;
+    let sem_perm = sem.stat().map_err(|e| sem_error(path, Op::Read, e))?;
     sem.set_perm(sem_perm.uid, sem_perm.gid, mode)
-        .map_err(|e| object_error(path, "semaphore array", e))?;
-    let shm_perm = shm
-        .stat()
-        .map_err(|e| object_error(path, "shared memory", e))?
-        .perm;
+        .map_err(|e| sem_error(path, Op::Chmod, e))?;
+    let shm_perm = shm.stat().map_err(|e| shm_error(path, Op::Read, e))?.perm;
     shm.set_perm(shm_perm.uid, shm_perm.gid, mode)
-        .map_err(|e| object_error(path, "shared memory", e))?;
+        .map_err(|e| shm_error(path, Op::Chmod, e))?;
     // Through the descriptor: the very file whose keys were read.
     opened
         .file
         .set_permissions(fs::Permissions::from_mode(mode & !0o022))
-        .map_err(|e| busfile::file_error(path, "chmod", e))
+        .map_err(|e| Error::file(e, Object::BusFile, Op::Chmod, path))
 }
 
 /// Changes the owner and/or group of the bus (`None` keeps the file's
@@ -200,20 +185,17 @@ pub fn chown(path: impl AsRef<Path>, uid: Option<u32>, gid: Option<u32>) -> Resu
     let uid = uid.unwrap_or(opened.stat.uid);
     let gid = gid.unwrap_or(opened.stat.gid);
     std::os::unix::fs::fchown(&opened.file, Some(uid), Some(gid))
-        .map_err(|e| busfile::file_error(path, "chown", e))?;
-    let mode = sem
-        .stat()
-        .map_err(|e| object_error(path, "semaphore array", e))?
-        .mode;
+        .map_err(|e| Error::file(e, Object::BusFile, Op::Chmod, path))?;
+    let mode = sem.stat().map_err(|e| sem_error(path, Op::Read, e))?.mode;
     sem.set_perm(uid, gid, mode)
-        .map_err(|e| object_error(path, "semaphore array", e))?;
+        .map_err(|e| sem_error(path, Op::Chmod, e))?;
     let mode = shm
         .stat()
-        .map_err(|e| object_error(path, "shared memory", e))?
+        .map_err(|e| shm_error(path, Op::Read, e))?
         .perm
         .mode;
     shm.set_perm(uid, gid, mode)
-        .map_err(|e| object_error(path, "shared memory", e))
+        .map_err(|e| shm_error(path, Op::Chmod, e))
 }
 
 /// What [`stat`] reports about a bus.
@@ -244,7 +226,12 @@ pub struct Status {
 impl Status {
     /// Processes listening now (S).
     pub fn listeners(&self) -> u32 {
-        u32::from(self.values[0])
+        u32::from(self.semaphores().s)
+    }
+
+    /// The semaphore values, by name.
+    pub fn semaphores(&self) -> Semaphores {
+        Semaphores::from(self.values)
     }
 }
 
@@ -252,14 +239,11 @@ impl Status {
 pub fn stat(path: impl AsRef<Path>) -> Result<Status> {
     let path = path.as_ref();
     let (opened, sem, shm) = objects(path)?;
-    let sem_perm = sem
-        .stat()
-        .map_err(|e| object_error(path, "semaphore array", e))?;
-    let shm_status = shm
-        .stat()
-        .map_err(|e| object_error(path, "shared memory", e))?;
-    let values = sem.get_all().map_err(|e| ipc_error(path, "GETALL", e))?;
-    let waiting = crate::bus::sem::waiting(sem).map_err(|e| ipc_error(path, "GETZCNT", e))?;
+    let read_sem = |e| sem_error(path, Op::Read, e);
+    let sem_perm = sem.stat().map_err(read_sem)?;
+    let shm_status = shm.stat().map_err(|e| shm_error(path, Op::Read, e))?;
+    let values = sem.get_all().map_err(read_sem)?;
+    let waiting = protocol::waiting(sem).map_err(read_sem)?;
     Ok(Status {
         keys: opened.keys,
         file_mode: opened.stat.mode,

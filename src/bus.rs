@@ -4,59 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::block::{self, Limits, Mode, Spinner};
 use crate::busfile::{self, Keys};
-use crate::error::{Error, Result};
+use crate::error::{Error, Object, Op, Result};
+use crate::protocol::Semaphores;
 use crate::sys::{Mapping, SemId, SemOp, ShmId};
-use crate::wait::{ipc_error, Spinner};
-
-/// Semaphore indices and the operations of the protocol (PROTOCOL.md).
-pub(crate) mod sem {
-    use crate::sys::SemOp;
-
-    /// Number of processes listening.
-    pub const S: u16 = 0;
-    /// Non-zero while listeners are re-registering; writers wait for 0.
-    pub const W: u16 = 1;
-    /// Binary writer lock.
-    pub const X: u16 = 2;
-    /// Listeners raise it and wait for 0; the writer zeroes it to release.
-    pub const Q: u16 = 3;
-    /// Raised by the writer while a message is in flight.
-    pub const N: u16 = 4;
-
-    /// `P(a)`: lower by one, waiting while zero.
-    pub const fn p(index: u16, undo: bool) -> SemOp {
-        SemOp {
-            index,
-            delta: -1,
-            undo,
-        }
-    }
-    /// `V(a)`: raise by one.
-    pub const fn v(index: u16, undo: bool) -> SemOp {
-        SemOp {
-            index,
-            delta: 1,
-            undo,
-        }
-    }
-    /// Listeners asleep waiting for their release: blocked on Q (while
-    /// Q > 0) or on N (Q zero, no message in flight). Two reads, so only a
-    /// hint: a sleeper moving between the queues may be missed or counted
-    /// twice.
-    pub fn waiting(sem: crate::sys::SemId) -> std::io::Result<u32> {
-        Ok(sem.waiting_for_zero(Q)? + sem.waiting_for_increase(N)?)
-    }
-
-    /// `Z(a)`: wait until zero.
-    pub const fn z(index: u16) -> SemOp {
-        SemOp {
-            index,
-            delta: 0,
-            undo: false,
-        }
-    }
-}
 
 /// How a bus is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,11 +41,13 @@ impl Bus {
     pub fn open(path: impl AsRef<Path>, access: Access) -> Result<Bus> {
         let path = path.as_ref();
         let keys = busfile::read(path)?;
-        let sem = SemId::get(keys.sem, None).map_err(|e| open_error(path, "semaphore array", e))?;
-        let shm = ShmId::get(keys.shm, None).map_err(|e| open_error(path, "shared memory", e))?;
+        let sem = SemId::get(keys.sem, None)
+            .map_err(|e| Error::sys(e, Object::SemaphoreArray, Op::Open, path))?;
+        let shm = ShmId::get(keys.shm, None)
+            .map_err(|e| Error::sys(e, Object::SharedMemory, Op::Open, path))?;
         let mem = shm
             .attach(access == Access::ReadOnly)
-            .map_err(|e| open_error(path, "shared memory", e))?;
+            .map_err(|e| Error::sys(e, Object::SharedMemory, Op::Open, path))?;
         Ok(Bus {
             path: path.to_path_buf(),
             keys,
@@ -149,39 +103,19 @@ impl Bus {
 
     /// The number of processes listening now (semaphore S).
     pub fn listeners(&self) -> Result<u32> {
-        let values = self
-            .sem
+        Ok(u32::from(self.semaphores()?.s))
+    }
+
+    /// The five semaphores' values now.
+    pub(crate) fn semaphores(&self) -> Result<Semaphores> {
+        self.sem
             .get_all()
-            .map_err(|e| ipc_error(&self.path, "GETALL", e))?;
-        Ok(u32::from(values[usize::from(sem::S)]))
+            .map(Semaphores::from)
+            .map_err(|e| Error::sys(e, Object::SemaphoreArray, Op::Read, &self.path))
     }
 
-    /// Makes one atomic semaphore operation (see [`crate::wait::semop`]).
-    pub(crate) fn op(
-        &self,
-        ops: &[SemOp],
-        mode: crate::wait::Mode,
-        limits: &crate::wait::Limits<'_>,
-    ) -> Result<()> {
-        crate::wait::semop(&self.path, self.sem, ops, mode, limits)
-    }
-}
-
-/// Maps a failure to open one of the bus's objects.
-fn open_error(path: &Path, object: &'static str, err: std::io::Error) -> Error {
-    match err.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::EIDRM) => Error::Gone {
-            path: path.into(),
-            object,
-        },
-        Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied {
-            path: path.into(),
-            what: object,
-        },
-        Some(libc::EINVAL) => Error::InvalidBusFile {
-            path: path.into(),
-            reason: format!("its {object} key names an object of the wrong size"),
-        },
-        _ => Error::os(format!("{}: open {object}", path.display()), err),
+    /// Makes one atomic semaphore operation (see [`block::semop`]).
+    pub(crate) fn op(&self, ops: &[SemOp], mode: Mode, limits: &Limits<'_>) -> Result<()> {
+        block::semop(&self.path, self.sem, ops, mode, limits)
     }
 }

@@ -3,14 +3,14 @@
 //! their names and keys are drawn.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Object, Op, Result};
 use crate::sys::file::{self, FileKind, FileStat};
-use crate::sys::{self, Key};
+use crate::sys::{random, Key};
 
 /// The two keys a bus file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,31 +26,6 @@ const MAX_FILE_LEN: u64 = 4096;
 
 /// The mode of a new bus file and of the IPC objects.
 pub(crate) const DEFAULT_MODE: u32 = 0o600;
-
-/// Maps an I/O error on the bus file at `path` to the crate's error.
-pub(crate) fn file_error(path: &Path, context: &str, err: io::Error) -> Error {
-    match err.raw_os_error() {
-        Some(libc::ENOENT) => Error::NotFound {
-            path: path.into(),
-            note: if is_symlink(path) {
-                " (a dangling symbolic link)"
-            } else {
-                ""
-            },
-        },
-        Some(libc::EEXIST) => Error::AlreadyExists { path: path.into() },
-        Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied {
-            path: path.into(),
-            what: "bus file",
-        },
-        Some(libc::EINTR) => Error::Interrupted,
-        _ => Error::os(format!("{}: {context}", path.display()), err),
-    }
-}
-
-fn is_symlink(path: &Path) -> bool {
-    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
-}
 
 /// A bus file opened for reading, with its keys and what `fstat` said of
 /// it; the admin calls change the file through this very descriptor.
@@ -72,8 +47,9 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
         path: path.into(),
         reason,
     };
-    let named = file::open_path(path).map_err(|e| file_error(path, "open", e))?;
-    let stat = file::stat(named.as_fd()).map_err(|e| file_error(path, "stat", e))?;
+    let failed = |op| move |e| Error::sys(e, Object::BusFile, op, path);
+    let named = file::open_path(path).map_err(failed(Op::Open))?;
+    let stat = file::stat(named.as_fd()).map_err(failed(Op::Read))?;
     match stat.kind {
         FileKind::Regular => {}
         FileKind::Directory => return Err(invalid("a directory".into())),
@@ -83,8 +59,7 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
         FileKind::BlockDevice => return Err(invalid("a block device".into())),
         FileKind::Symlink => return Err(invalid("not a regular file".into())),
     }
-    let fs_type =
-        file::file_system_type(named.as_fd()).map_err(|e| file_error(path, "statfs", e))?;
+    let fs_type = file::file_system_type(named.as_fd()).map_err(failed(Op::Read))?;
     if let Some((name, _)) = file::PSEUDO_FILE_SYSTEMS
         .iter()
         .find(|(_, t)| *t == fs_type)
@@ -107,8 +82,8 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
         // the file just checked.
         file::open_for_reading(path)
     }
-    .map_err(|e| file_error(path, "open", e))?;
-    let opened = file::stat(file.as_fd()).map_err(|e| file_error(path, "stat", e))?;
+    .map_err(failed(Op::Open))?;
+    let opened = file::stat(file.as_fd()).map_err(failed(Op::Read))?;
     if (opened.dev, opened.ino) != (stat.dev, stat.ino) {
         return Err(invalid("replaced while it was being opened".into()));
     }
@@ -117,7 +92,7 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
     (&file)
         .take(MAX_FILE_LEN + 1)
         .read_to_end(&mut text)
-        .map_err(|e| file_error(path, "read", e))?;
+        .map_err(|e| Error::file(e, Object::BusFile, Op::Read, path))?;
     if text.len() as u64 > MAX_FILE_LEN {
         return Err(invalid(format!("larger than {MAX_FILE_LEN} bytes")));
     }
@@ -182,19 +157,22 @@ pub fn format(keys: Keys) -> String {
     format!("{}\n{}\n", keys.sem, keys.shm)
 }
 
-/// Creates the file at `path` with `O_CREAT|O_EXCL` and mode 0600.
-pub(crate) fn create_exclusive(path: &Path) -> io::Result<fs::File> {
+/// Creates the file at `path` with `O_CREAT|O_EXCL` and mode 0600
+/// ([`Error::AlreadyExists`] if there is one).
+pub(crate) fn create_exclusive(path: &Path) -> Result<fs::File> {
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(DEFAULT_MODE)
         .open(path)
+        .map_err(|e| Error::file(e, Object::BusFile, Op::Create, path))
 }
 
-/// Writes `keys` into a freshly created bus file.
-pub(crate) fn write_keys(mut file: &fs::File, keys: Keys) -> io::Result<()> {
-    file.write_all(format(keys).as_bytes())?;
-    file.sync_data()
+/// Writes `keys` into the freshly created bus file at `path`.
+pub(crate) fn write_keys(mut file: &fs::File, path: &Path, keys: Keys) -> Result<()> {
+    file.write_all(format(keys).as_bytes())
+        .and_then(|()| file.sync_data())
+        .map_err(|e| Error::file(e, Object::BusFile, Op::Write, path))
 }
 
 /// The directory of random buses: `$XDG_RUNTIME_DIR/bus`, or `/run/bus`
@@ -207,19 +185,20 @@ pub fn runtime_dir() -> PathBuf {
 }
 
 /// `mkdir -p` with mode 0755 for the directories it creates.
-pub(crate) fn make_dirs(dir: &Path) -> io::Result<()> {
+pub(crate) fn make_dirs(dir: &Path) -> Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(dir)
+        .map_err(|e| Error::file(e, Object::Directory, Op::Create, dir))
 }
 
 const NAME_CHARS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
 /// `random.` followed by 30 characters from `[0-9a-zA-Z]`.
-pub(crate) fn random_name() -> io::Result<String> {
+pub(crate) fn random_name() -> Result<String> {
     let mut bytes = [0u8; 30];
-    sys::random_bytes(&mut bytes)?;
+    random_bytes(&mut bytes)?;
     let mut name = String::from("random.");
     // 256 is 4 * 62 + 8: the bias of `% 62` is under 1 in 31, harmless for a
     // name whose only job is not to collide (collisions are retried).
@@ -231,11 +210,15 @@ pub(crate) fn random_name() -> io::Result<String> {
     Ok(name)
 }
 
+fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    random::random_bytes(buf).map_err(|e| Error::os("getrandom", e))
+}
+
 /// A random key in `1 ..= 2^30 - 1` (never `IPC_PRIVATE`).
-pub(crate) fn random_key() -> io::Result<Key> {
+pub(crate) fn random_key() -> Result<Key> {
     loop {
         let mut bytes = [0u8; 4];
-        sys::random_bytes(&mut bytes)?;
+        random_bytes(&mut bytes)?;
         let key = (u32::from_ne_bytes(bytes) & ((1 << 30) - 1)) as Key;
         if key != 0 {
             return Ok(key);

@@ -2,9 +2,10 @@
 //! act on.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::message::MAX_MESSAGE_LEN;
+use crate::sys::Errno;
 
 /// Everything that can go wrong with a bus.
 #[derive(Debug, thiserror::Error)]
@@ -93,12 +94,130 @@ pub enum Error {
     },
 }
 
+/// What a failed system call was working on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Object {
+    /// The bus file.
+    BusFile,
+    /// A directory of bus files (the runtime directory).
+    Directory,
+    /// The bus's semaphore array.
+    SemaphoreArray,
+    /// The bus's shared memory segment.
+    SharedMemory,
+}
+
+impl Object {
+    fn name(self) -> &'static str {
+        match self {
+            Object::BusFile => "bus file",
+            Object::Directory => "directory",
+            Object::SemaphoreArray => "semaphore array",
+            Object::SharedMemory => "shared memory",
+        }
+    }
+
+    fn is_ipc(self) -> bool {
+        matches!(self, Object::SemaphoreArray | Object::SharedMemory)
+    }
+}
+
+/// What the failed system call was doing with the [`Object`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Finding it by name or key (`open`, `semget`, `shmget`, `shmat`).
+    Open,
+    /// Making it (`open` with `O_EXCL`, `mkdir`, `semget`/`shmget` with
+    /// `IPC_CREAT`).
+    Create,
+    /// Reading it (`read`, `fstat`, `IPC_STAT`, `GETALL`).
+    Read,
+    /// Writing it (`write`, `fsync`, `SETALL`, `SETVAL`).
+    Write,
+    /// Waiting on or changing its semaphores (`semop`).
+    Wait,
+    /// Changing its permissions or owner.
+    Chmod,
+    /// Removing it (`unlink`, `IPC_RMID`).
+    Remove,
+}
+
+impl Op {
+    fn verb(self) -> &'static str {
+        match self {
+            Op::Open => "open",
+            Op::Create => "create",
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Wait => "semop on",
+            Op::Chmod => "change the permissions of",
+            Op::Remove => "remove",
+        }
+    }
+}
+
 impl Error {
-    /// Wraps an OS error with what was being done.
-    pub(crate) fn os(context: impl Into<String>, source: io::Error) -> Error {
+    /// The one mapping of a failed system call to the crate's error: `errno`
+    /// from doing `op` on `object` of the bus at `path`. The same failure
+    /// gives the same variant whatever entry point met it.
+    pub(crate) fn sys(errno: Errno, object: Object, op: Op, path: &Path) -> Error {
+        let path_buf = path.to_path_buf();
+        match errno {
+            Errno::EINTR => Error::Interrupted,
+            Errno::EAGAIN => Error::WouldBlock,
+            Errno::EACCES | Errno::EPERM => Error::PermissionDenied {
+                path: path_buf,
+                what: object.name(),
+            },
+            Errno::ENOENT if !object.is_ipc() => Error::NotFound {
+                path: path_buf,
+                note: if is_symlink(path) {
+                    " (a dangling symbolic link)"
+                } else {
+                    ""
+                },
+            },
+            Errno::EEXIST if !object.is_ipc() => Error::AlreadyExists { path: path_buf },
+            // The key names an object, but not one of a bus's size (a
+            // semaphore array with fewer than 5 semaphores, a segment under
+            // 2048 bytes): the file does not name a bus.
+            Errno::EINVAL if object.is_ipc() && op == Op::Open => Error::InvalidBusFile {
+                path: path_buf,
+                reason: format!(
+                    "its {} key names an object of the wrong size",
+                    object.name()
+                ),
+            },
+            // No object under the key, or the identifier is no longer valid:
+            // the bus was removed.
+            Errno::ENOENT | Errno::EIDRM | Errno::EINVAL if object.is_ipc() => Error::Gone {
+                path: path_buf,
+                object: object.name(),
+            },
+            _ => Error::Os {
+                context: format!("{}: {} {}", path.display(), op.verb(), object.name()),
+                source: io::Error::from(errno),
+            },
+        }
+    }
+
+    /// [`Error::sys`] for an error of the standard library's file calls.
+    pub(crate) fn file(err: io::Error, object: Object, op: Op, path: &Path) -> Error {
+        match err.raw_os_error() {
+            Some(raw) => Error::sys(Errno::from_raw(raw), object, op, path),
+            None => Error::Os {
+                context: format!("{}: {} {}", path.display(), op.verb(), object.name()),
+                source: err,
+            },
+        }
+    }
+
+    /// Wraps an error that concerns no bus object (spawning a thread,
+    /// installing a signal handler) with what was being done.
+    pub(crate) fn os(context: impl Into<String>, source: impl Into<io::Error>) -> Error {
         Error::Os {
             context: context.into(),
-            source,
+            source: source.into(),
         }
     }
 
@@ -118,5 +237,102 @@ impl Error {
     }
 }
 
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
 /// The result type of the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(errno: Errno, object: Object, op: Op) -> Error {
+        Error::sys(errno, object, op, Path::new("/nonexistent/bus"))
+    }
+
+    const IPC: [Object; 2] = [Object::SemaphoreArray, Object::SharedMemory];
+    const OPS: [Op; 7] = [
+        Op::Open,
+        Op::Create,
+        Op::Read,
+        Op::Write,
+        Op::Wait,
+        Op::Chmod,
+        Op::Remove,
+    ];
+
+    #[test]
+    fn a_wrong_size_object_is_an_invalid_bus_file_wherever_it_is_opened() {
+        for object in IPC {
+            let e = map(Errno::EINVAL, object, Op::Open);
+            assert!(matches!(e, Error::InvalidBusFile { .. }), "{e:?}");
+            assert_eq!(e.errno(), libc::EINVAL);
+        }
+    }
+
+    #[test]
+    fn a_removed_object_is_gone_whatever_was_done_with_it() {
+        for object in IPC {
+            for errno in [Errno::ENOENT, Errno::EIDRM] {
+                for op in OPS {
+                    let e = map(errno, object, op);
+                    assert!(matches!(e, Error::Gone { .. }), "{errno} {op:?}: {e:?}");
+                }
+            }
+            for op in [Op::Read, Op::Write, Op::Wait, Op::Chmod, Op::Remove] {
+                let e = map(Errno::EINVAL, object, op);
+                assert!(matches!(e, Error::Gone { .. }), "EINVAL {op:?}: {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_are_permission_denied_for_every_object() {
+        for object in [Object::BusFile, Object::Directory, IPC[0], IPC[1]] {
+            for errno in [Errno::EACCES, Errno::EPERM] {
+                let e = map(errno, object, Op::Open);
+                assert!(matches!(e, Error::PermissionDenied { what, .. } if what == object.name()));
+                assert_eq!(e.errno(), libc::EACCES);
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_not_found_and_an_existing_one_already_exists() {
+        let e = map(Errno::ENOENT, Object::BusFile, Op::Open);
+        assert!(matches!(e, Error::NotFound { note: "", .. }), "{e:?}");
+        assert_eq!(e.to_string(), "/nonexistent/bus: no such bus");
+        let e = map(Errno::EEXIST, Object::BusFile, Op::Create);
+        assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn signals_and_would_block_are_their_own_variants() {
+        for object in [Object::BusFile, IPC[0]] {
+            assert!(matches!(
+                map(Errno::EINTR, object, Op::Wait),
+                Error::Interrupted
+            ));
+            assert!(matches!(
+                map(Errno::EAGAIN, object, Op::Wait),
+                Error::WouldBlock
+            ));
+        }
+    }
+
+    #[test]
+    fn anything_else_keeps_its_errno_and_says_what_was_done() {
+        let e = map(Errno::ELOOP, Object::BusFile, Op::Open);
+        assert_eq!(e.errno(), libc::ELOOP);
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/bus: open bus file: "),
+            "{e}"
+        );
+        let e = map(Errno::ENOSPC, Object::SemaphoreArray, Op::Create);
+        assert_eq!(e.errno(), libc::ENOSPC);
+        assert!(e.to_string().contains("create semaphore array"), "{e}");
+    }
+}

@@ -29,13 +29,17 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod block;
 mod bus;
 pub mod busfile;
 mod error;
 mod listener;
 mod message;
+mod protocol;
+mod signals;
+mod stop;
 mod sys;
-mod wait;
+mod time;
 mod writer;
 
 pub use crate::admin::{chmod, chown, create, normalise_mode, stat, unlink, Status};
@@ -43,9 +47,11 @@ pub use crate::bus::{Access, Bus};
 pub use crate::error::{Error, Result};
 pub use crate::listener::{Event, Flow, Poller, ReadOptions, Standing};
 pub use crate::message::{Message, MAX_MESSAGE_LEN};
-pub use crate::sys::MEMORY_SIZE;
-pub use crate::wait::{
-    install_stop_signal_handler, reap_children_automatically, Clock, Deadline, StopToken,
-    TERMINATION_GRACE,
+pub use crate::protocol::Semaphores;
+pub use crate::signals::{
+    install_stop_signal_handler, reap_children_automatically, TERMINATION_GRACE,
 };
+pub use crate::stop::StopToken;
+pub use crate::sys::MEMORY_SIZE;
+pub use crate::time::{Clock, Deadline};
 pub use crate::writer::WriteOptions;

@@ -10,33 +10,23 @@
 //!   holding W raised until it re-arms;
 //! - `Out`: not on the bus.
 //!
-//! Each transition is one atomic `semop`, which is what closes the races of
-//! the original listener:
-//! - join is `{Z(N), V(S), V(Q)}`: counted only while no message is in
-//!   flight, and armed the moment it is counted (join race, and re-arm race
-//!   at start-up);
-//! - re-arm is `{Z(N), V(S), P(W), V(Q)}`: W is lowered in the same call
-//!   that raises Q, so no writer passes `Z(W)` before this listener waits
-//!   on Q (re-arm race); `Z(N)` replaces the original's `Z(S)`, because the
-//!   writer lowers N only after its own `Z(S)`, and N cannot rise again
-//!   before every listener has lowered W (barrier race).
-//!
-//! - the wait is `{Z(Q), N-=1, N+=1, V(W)}`: released only while a message
-//!   is in flight, and holding writers back from that instant, so a writer
-//!   killed mid-broadcast (the kernel then lowers its N early) cannot let
-//!   the next one overwrite the segment before every released listener
-//!   has copied it (checked by the model, `-DWRITER_DIES`).
-//!
-//! The acknowledgement `P(S)` is made right after copying the message,
+//! Each transition is one atomic `semop` named in `protocol.rs`, where it
+//! is explained: [`JOIN`] (Out to Armed), [`TAKE`] (Armed to Taken), [`ACK`]
+//! (Taken to Acked), [`REARM`] (Acked to Armed) and the `LEAVE_*` sets
+//! (any state to Out). Together they close the races of the original
+//! listener. The acknowledgement is made right after copying the message,
 //! before the callback runs, so a broadcast returns as soon as every
 //! listener has its copy; the next writer still waits (on W) for this
 //! listener to re-arm.
 
-use crate::bus::sem::{p, v, z, N, Q, S, W};
+use crate::block::{Limits, Mode};
 use crate::bus::Bus;
 use crate::error::{Error, Result};
-use crate::sys::SemOp;
-use crate::wait::{Deadline, Limits, Mode, StopToken};
+use crate::protocol::{
+    ACK, JOIN, LEAVE_ACKED, LEAVE_ARMED, LEAVE_RELEASED, LEAVE_TAKEN, REARM, TAKE,
+};
+use crate::stop::StopToken;
+use crate::time::Deadline;
 
 /// What a read callback is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +85,7 @@ struct Membership<'a> {
 
 impl<'a> Membership<'a> {
     fn join(bus: &'a Bus, mode: Mode, limits: &Limits<'_>) -> Result<Membership<'a>> {
-        bus.op(&[z(N), v(S, true), v(Q, false)], mode, limits)?;
+        bus.op(&JOIN, mode, limits)?;
         Ok(Membership {
             bus,
             state: State::Armed,
@@ -113,28 +103,11 @@ impl<'a> Membership<'a> {
         // segment, before this listener has copied it and re-armed, even
         // if this writer dies and the kernel lowers its N; and a leaver
         // taking back a raise of Q releases no one between messages.
-        let in_flight = [
-            SemOp {
-                index: N,
-                delta: -1,
-                undo: false,
-            },
-            SemOp {
-                index: N,
-                delta: 1,
-                undo: false,
-            },
-        ];
-        self.bus.op(
-            &[z(Q), in_flight[0], in_flight[1], v(W, true)],
-            mode,
-            limits,
-        )?;
+        self.bus.op(&TAKE, mode, limits)?;
         self.state = State::Taken;
         self.bus.mem.read_message(buf);
         // Cannot block: we are counted in S.
-        self.bus
-            .op(&[p(S, true)], Mode::Untimed, &Limits::default())?;
+        self.bus.op(&ACK, Mode::Untimed, &Limits::default())?;
         self.state = State::Acked;
         Ok(())
     }
@@ -142,8 +115,7 @@ impl<'a> Membership<'a> {
     /// From `Acked`: counts us again and re-arms, once the writer is done.
     fn rearm(&mut self, mode: Mode, limits: &Limits<'_>) -> Result<()> {
         debug_assert_eq!(self.state, State::Acked);
-        self.bus
-            .op(&[z(N), v(S, true), p(W, true), v(Q, false)], mode, limits)?;
+        self.bus.op(&REARM, mode, limits)?;
         self.state = State::Armed;
         Ok(())
     }
@@ -155,19 +127,15 @@ impl<'a> Membership<'a> {
             State::Armed => {
                 // Take back our Q as well, unless a writer has zeroed it
                 // (then it waits for our P(S), which releases it).
-                if self
-                    .bus
-                    .op(&[p(S, true), p(Q, false)], Mode::NoWait, &none)
-                    .is_err()
-                {
-                    let _ = self.bus.op(&[p(S, true)], Mode::NoWait, &none);
+                if self.bus.op(&LEAVE_ARMED, Mode::NoWait, &none).is_err() {
+                    let _ = self.bus.op(&LEAVE_RELEASED, Mode::NoWait, &none);
                 }
             }
             State::Taken => {
-                let _ = self.bus.op(&[p(S, true), p(W, true)], Mode::NoWait, &none);
+                let _ = self.bus.op(&LEAVE_TAKEN, Mode::NoWait, &none);
             }
             State::Acked => {
-                let _ = self.bus.op(&[p(W, true)], Mode::NoWait, &none);
+                let _ = self.bus.op(&LEAVE_ACKED, Mode::NoWait, &none);
             }
             State::Out => {}
         }

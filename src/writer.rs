@@ -3,12 +3,16 @@
 
 use std::time::Duration;
 
-use crate::bus::sem::{self, p, v, z, N, Q, S, W, X};
+use crate::block::{self, Limits, Mode};
 use crate::bus::{Access, Bus};
-use crate::error::{Error, Result};
+use crate::error::{Error, Object, Op, Result};
 use crate::message::Message;
-use crate::sys::SemOp;
-use crate::wait::{ipc_error, Deadline, Limits, Mode, StopToken};
+use crate::protocol::{
+    self, ALL_TAKEN, FINISH, LOCK, LOCK_ONLY, NO_REARMING, PUBLISH, RELEASE_ALL, UNLOCK,
+};
+use crate::stop::StopToken;
+use crate::sys::Errno;
+use crate::time::Deadline;
 
 /// How a broadcast may wait.
 #[derive(Clone, Copy, Debug, Default)]
@@ -74,9 +78,12 @@ impl Bus {
     /// bus, so no listener is left mid-round.
     pub fn write_with(&self, message: &Message, options: &WriteOptions<'_>) -> Result<()> {
         if self.access() != Access::Write {
-            return Err(Error::os(
-                format!("{}: broadcast", self.path().display()),
-                std::io::Error::from_raw_os_error(libc::EBADF),
+            // Attached read-only: the segment cannot be written.
+            return Err(Error::sys(
+                Errno::EBADF,
+                Object::SharedMemory,
+                Op::Write,
+                self.path(),
             ));
         }
         let limits = Limits {
@@ -84,16 +91,16 @@ impl Bus {
             stop: options.stop,
             spin: Some(&self.spin),
         };
-        // Steps 1-2: take the writer lock, then wait for listeners to finish
-        // re-registering. Done in one call unless no-wait only applies to X.
+        // Step 1: take the writer lock once no listener is re-registering.
+        // One call, unless no-wait applies to X only.
         if options.nowait {
-            self.op(&[p(X, true)], Mode::NoWait, &limits)?;
-            if let Err(e) = self.op(&[z(W)], Mode::Timed, &limits) {
+            self.op(&LOCK_ONLY, Mode::NoWait, &limits)?;
+            if let Err(e) = self.op(&NO_REARMING, Mode::Timed, &limits) {
                 self.release(false);
                 return Err(e);
             }
         } else {
-            self.op(&[p(X, true), z(W)], Mode::Timed, &limits)?;
+            self.op(&LOCK, Mode::Timed, &limits)?;
         }
         let mut published = false;
         match self.broadcast_locked(message, &limits, &mut published) {
@@ -123,9 +130,8 @@ impl Bus {
         let finish = move || {
             // Errors mean the bus was removed: nothing is left to release.
             let none = Limits::default();
-            if crate::wait::semop(&path, sem, &[z(S)], Mode::Untimed, &none).is_ok() {
-                let _ =
-                    crate::wait::semop(&path, sem, &[p(N, true), v(X, true)], Mode::Untimed, &none);
+            if block::semop(&path, sem, &ALL_TAKEN, Mode::Untimed, &none).is_ok() {
+                let _ = block::semop(&path, sem, &FINISH, Mode::Untimed, &none);
             }
         };
         let spawned = std::thread::Builder::new()
@@ -138,27 +144,30 @@ impl Bus {
         }
     }
 
-    /// Steps 3-6, with X held. Sets `published` once Q has been zeroed.
+    /// Steps 2-5, with X held. Sets `published` once N has been raised.
     fn broadcast_locked(
         &self,
         message: &Message,
         limits: &Limits<'_>,
         published: &mut bool,
     ) -> Result<()> {
+        // Step 2.
         self.shield(limits)?;
+        // Step 3: the message, then a message is in flight.
         self.mem.write_message(message.as_bytes());
-        self.op(&[v(N, true)], Mode::Untimed, &Limits::default())?;
+        self.op(&PUBLISH, Mode::Untimed, &Limits::default())?;
         *published = true;
-        // Step 5: zeroing Q releases every listener waiting on it.
+        // Step 4: zeroing Q releases every listener waiting on it.
+        let (q, zero) = RELEASE_ALL;
         self.sem
-            .set_value(Q, 0)
-            .map_err(|e| ipc_error(self.path(), "SETVAL", e))?;
-        // Step 6: every listener has its copy once S is 0. (A timeout
+            .set_value(q, zero)
+            .map_err(|e| Error::sys(e, Object::SemaphoreArray, Op::Write, self.path()))?;
+        // Step 5: every listener has its copy once S is 0. (A timeout
         // here is turned into TimedOutAfterPublish by the caller.)
-        self.op(&[z(S)], Mode::Timed, limits)
+        self.op(&ALL_TAKEN, Mode::Timed, limits)
     }
 
-    /// Waits until Q >= S, i.e. every counted listener is waiting for Q to
+    /// Step 2, the shield: waits until Q >= S, i.e. every counted listener is waiting for Q to
     /// be zeroed. Our listeners always are by now (they raise Q in the same
     /// call that counts them); an original C listener raises Q in a
     /// separate call after letting writers in, and zeroing Q before that
@@ -184,41 +193,20 @@ impl Bus {
     fn shield(&self, limits: &Limits<'_>) -> Result<()> {
         let started = std::time::Instant::now();
         loop {
-            let values = self
-                .sem
-                .get_all()
-                .map_err(|e| ipc_error(self.path(), "GETALL", e))?;
-            let (s, q) = (values[usize::from(S)], values[usize::from(Q)]);
-            if values[usize::from(W)] == 0 {
-                if q >= s {
+            let now = self.semaphores()?;
+            if now.w == 0 {
+                if now.q >= now.s {
                     return Ok(());
                 }
-                let waiting =
-                    sem::waiting(self.sem).map_err(|e| ipc_error(self.path(), "GETZCNT", e))?;
-                if waiting > u32::from(q) || started.elapsed() >= SHIELD_LIMIT {
+                let waiting = protocol::waiting(self.sem)
+                    .map_err(|e| Error::sys(e, Object::SemaphoreArray, Op::Read, self.path()))?;
+                if waiting > u32::from(now.q) || started.elapsed() >= SHIELD_LIMIT {
                     return Ok(());
                 }
             }
-            // Wait for W == 0 and Q >= s ({Z(W), Q -= s, Q += s} blocks until
-            // it can lower Q by s, then puts it back), briefly: listeners may
-            // join or leave meanwhile, so S is read again after each slice.
-            // (With s = 0, a delta of 0 would mean "wait for Q = 0": then
-            // only W is waited for.)
-            let s = i16::try_from(s).unwrap_or(i16::MAX);
-            let all = [
-                z(W),
-                SemOp {
-                    index: Q,
-                    delta: -s,
-                    undo: false,
-                },
-                SemOp {
-                    index: Q,
-                    delta: s,
-                    undo: false,
-                },
-            ];
-            let ops = if s == 0 { &all[..1] } else { &all[..] };
+            // Wait for W == 0 and Q >= s, briefly: listeners may join or
+            // leave meanwhile, so S is read again after each slice.
+            let ops = protocol::shield(now.s);
             let slice = Deadline::after(SHIELD_SLICE);
             let bounded = Limits {
                 deadline: Some(match limits.deadline {
@@ -227,7 +215,7 @@ impl Bus {
                 }),
                 ..*limits
             };
-            match self.op(ops, Mode::Timed, &bounded) {
+            match self.op(&ops, Mode::Timed, &bounded) {
                 Ok(()) => return Ok(()),
                 Err(Error::TimedOut) => {
                     if limits.deadline.is_some_and(|d| d.remaining().is_none()) {
@@ -239,15 +227,11 @@ impl Bus {
         }
     }
 
-    /// Steps 7-8 (or the undo after an error): lower N if it was raised,
-    /// and release the writer lock, in one call. Neither can block: both
+    /// Step 6 (or the undo after an error): lower N if it was raised, and
+    /// release the writer lock, in one call. Neither can block: both
     /// semaphores were raised by this process.
     fn release(&self, published: bool) {
-        let ops: &[SemOp] = if published {
-            &[p(N, true), v(X, true)]
-        } else {
-            &[v(X, true)]
-        };
+        let ops: &[_] = if published { &FINISH } else { &UNLOCK };
         // If the bus was removed there is nothing left to release.
         let _ = self.op(ops, Mode::Untimed, &Limits::default());
     }

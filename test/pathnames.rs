@@ -449,3 +449,59 @@ fn sigterm_at_any_moment_leaves_the_bus_as_found() {
     }
     bus::unlink(&path).unwrap();
 }
+
+/// Makes a System V object under a fresh random key with `make(key)`
+/// (which returns -1 while the key is taken); returns the key and the id.
+fn fresh_object(make: impl Fn(libc::key_t) -> i32) -> (libc::key_t, i32) {
+    let mut seed = std::process::id() as u64 * 2654435761 + 1;
+    loop {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let key = (seed % ((1 << 30) - 1) + 1) as libc::key_t;
+        let id = make(key);
+        if id >= 0 {
+            return (key, id);
+        }
+        assert_eq!(nix::errno::Errno::last(), nix::errno::Errno::EEXIST);
+    }
+}
+
+/// A bus file whose keys name objects of the wrong size (an array of 3
+/// semaphores, or a segment of 100 bytes) is refused as not naming a bus,
+/// by every entry point alike: the same failure, the same error.
+#[test]
+fn objects_of_the_wrong_size_are_refused_alike_everywhere() {
+    let dir = tempfile::Builder::new()
+        .prefix("bus-size")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("wrong-size");
+    let flags = libc::IPC_CREAT | libc::IPC_EXCL | 0o600;
+    for (object, sems) in [("semaphore array", 3), ("shared memory", 5)] {
+        // Every entry point but busfile::read, which reads only the file.
+        for (call, f) in api_calls()
+            .into_iter()
+            .filter(|(c, _)| *c != "busfile::read")
+        {
+            // SAFETY (both): semget and shmget take only integers.
+            let (sem_key, sem_id) = fresh_object(|k| unsafe { libc::semget(k, sems, flags) });
+            let (shm_key, shm_id) = fresh_object(|k| unsafe { libc::shmget(k, 100, flags) });
+            fs::write(&path, format!("{sem_key}\n{shm_key}\n")).unwrap();
+            let err = f(&path).expect_err(call);
+            match &err {
+                Error::InvalidBusFile { reason, .. } => assert_eq!(
+                    reason,
+                    &format!("its {object} key names an object of the wrong size"),
+                    "{call}"
+                ),
+                other => panic!("{call} with a wrong-size {object}: {other:?}"),
+            }
+            // SAFETY: IPC_RMID takes no buffer; the ids are ours.
+            unsafe {
+                libc::semctl(sem_id, 0, libc::IPC_RMID);
+                libc::shmctl(shm_id, libc::IPC_RMID, std::ptr::null_mut());
+            }
+        }
+    }
+}

@@ -11,13 +11,12 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::cvt;
+use super::{cvt, Errno, Result};
 
 /// What kind of file an inode is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,9 +56,8 @@ pub struct FileStat {
     pub gid: u32,
 }
 
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+fn c_path(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::from_raw(libc::EINVAL))
 }
 
 /// Resolves `path` (following symbolic links) to a file descriptor that
@@ -67,7 +65,7 @@ fn c_path(path: &Path) -> io::Result<CString> {
 /// runs, no FIFO waits for its other end, and no read permission is needed.
 /// Only path resolution itself can block (a hung network file system).
 #[doc(alias = "O_PATH")]
-pub fn open_path(path: &Path) -> io::Result<OwnedFd> {
+pub fn open_path(path: &Path) -> Result<OwnedFd> {
     let path = c_path(path)?;
     // SAFETY: `path` is a NUL-terminated string that outlives the call; open
     // takes no pointer besides it.
@@ -82,7 +80,7 @@ pub fn open_path(path: &Path) -> io::Result<OwnedFd> {
 /// inode whatever has happened to its pathname since, with read permission
 /// checked now. Fails with `ENOENT` when `/proc` is not mounted (see
 /// [`proc_fd_available`]).
-pub fn reopen_for_reading(named: BorrowedFd<'_>) -> io::Result<File> {
+pub fn reopen_for_reading(named: BorrowedFd<'_>) -> Result<File> {
     let link = format!("/proc/self/fd/{}", named.as_raw_fd());
     open_for_reading(Path::new(&link))
 }
@@ -94,7 +92,7 @@ pub fn proc_fd_available() -> bool {
 
 /// Opens `path` for reading with `O_NONBLOCK | O_NOCTTY`, so that even a
 /// FIFO or a terminal is opened at once.
-pub fn open_for_reading(path: &Path) -> io::Result<File> {
+pub fn open_for_reading(path: &Path) -> Result<File> {
     let path = c_path(path)?;
     let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
     // SAFETY: as in `open_path`.
@@ -105,7 +103,7 @@ pub fn open_for_reading(path: &Path) -> io::Result<File> {
 
 /// `fstat`: what the descriptor (also an `O_PATH` one) refers to.
 #[doc(alias = "fstat")]
-pub fn stat(fd: BorrowedFd<'_>) -> io::Result<FileStat> {
+pub fn stat(fd: BorrowedFd<'_>) -> Result<FileStat> {
     let mut st = MaybeUninit::<libc::stat>::zeroed();
     // SAFETY: fstat writes one `struct stat` to the pointer, which points to
     // a (zeroed) one.
@@ -135,7 +133,7 @@ pub fn stat(fd: BorrowedFd<'_>) -> io::Result<FileStat> {
 /// `fstatfs`: the magic number of the file system holding the file (its
 /// `f_type`, e.g. `PROC_SUPER_MAGIC`).
 #[doc(alias = "fstatfs")]
-pub fn file_system_type(fd: BorrowedFd<'_>) -> io::Result<libc::c_long> {
+pub fn file_system_type(fd: BorrowedFd<'_>) -> Result<libc::c_long> {
     let mut st = MaybeUninit::<libc::statfs>::zeroed();
     // SAFETY: fstatfs writes one `struct statfs` to the pointer, which points
     // to a (zeroed) one.

@@ -80,7 +80,7 @@ fn stat<'a>(env: Env<'a>, at: Binary<'a>) -> rustler::NifResult<Term<'a>> {
         Ok(s) => s,
         Err(e) => return Ok(term::failure(env, &e)),
     };
-    let v = status.values;
+    let v = status.semaphores();
     let map = Term::map_from_pairs(
         env,
         &[
@@ -93,10 +93,7 @@ fn stat<'a>(env: Env<'a>, at: Binary<'a>) -> rustler::NifResult<Term<'a>> {
             (shm_mode().encode(env), status.shm_mode.encode(env)),
             (uid().encode(env), status.uid.encode(env)),
             (gid().encode(env), status.gid.encode(env)),
-            (
-                values().encode(env),
-                (v[0], v[1], v[2], v[3], v[4]).encode(env),
-            ),
+            (values().encode(env), (v.s, v.w, v.x, v.q, v.n).encode(env)),
             (listeners().encode(env), status.listeners().encode(env)),
             (attached().encode(env), status.attached.encode(env)),
         ],

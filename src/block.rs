@@ -1,0 +1,162 @@
+//! Blocking on semaphores: one atomic `semop` made within a deadline, a stop
+//! token and an optional spinning budget, retrying on `EINTR` (a failed
+//! `semop` changed nothing, so a signal never loses protocol state).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Object, Op, Result};
+use crate::stop::StopToken;
+use crate::sys::{Block, Errno, SemId, SemOp};
+use crate::time::Deadline;
+
+/// How one step may block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Fail with [`Error::WouldBlock`] rather than block.
+    NoWait,
+    /// Block until the call's deadline, if it has one.
+    Timed,
+    /// Block without a time limit (only a stop ends the wait).
+    Untimed,
+}
+
+/// What a blocking call may be cut short by.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Limits<'a> {
+    pub deadline: Option<Deadline>,
+    pub stop: Option<&'a StopToken>,
+    /// Spin with non-blocking attempts before blocking, as this says.
+    pub spin: Option<&'a Spinner>,
+}
+
+/// Adaptive spinning: try a wait without blocking for up to a budget before
+/// blocking. The budget doubles (up to its maximum) when spinning ended the
+/// wait and halves when it did not, so it fades away when the other side is
+/// slow or when there are more spinners than cores; at zero, one blocking
+/// wait in [`Spinner::PROBE_EVERY`] probes again with a small budget.
+#[derive(Debug, Default)]
+pub(crate) struct Spinner {
+    max_ns: AtomicU64,
+    budget_ns: AtomicU64,
+    since_probe: AtomicU64,
+}
+
+impl Spinner {
+    const PROBE_EVERY: u64 = 64;
+    const FLOOR_NS: u64 = 500;
+
+    pub fn set_max(&self, max: Duration) {
+        let ns = max.as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.max_ns.store(ns, Ordering::Relaxed);
+        self.budget_ns.store(ns, Ordering::Relaxed);
+    }
+
+    pub fn max(&self) -> Duration {
+        Duration::from_nanos(self.max_ns.load(Ordering::Relaxed))
+    }
+
+    /// The budget for the next wait (zero: block at once).
+    fn budget(&self) -> u64 {
+        let max = self.max_ns.load(Ordering::Relaxed);
+        if max == 0 {
+            return 0;
+        }
+        let budget = self.budget_ns.load(Ordering::Relaxed);
+        if budget > 0 {
+            return budget;
+        }
+        let n = self.since_probe.fetch_add(1, Ordering::Relaxed);
+        if n % Self::PROBE_EVERY == Self::PROBE_EVERY - 1 {
+            (max / 8).max(Self::FLOOR_NS)
+        } else {
+            0
+        }
+    }
+
+    fn record(&self, budget: u64, success: bool) {
+        let max = self.max_ns.load(Ordering::Relaxed);
+        let next = if success {
+            (budget * 2).clamp(Self::FLOOR_NS, max)
+        } else if budget / 2 < Self::FLOOR_NS {
+            0
+        } else {
+            budget / 2
+        };
+        self.budget_ns.store(next, Ordering::Relaxed);
+    }
+}
+
+/// Makes the atomic semaphore operation `ops`, blocking as `mode` and
+/// `limits` allow. `EINTR` is retried (with the remaining time) unless a
+/// stop was requested: a signal never loses protocol state, because a
+/// failed `semop` changed nothing.
+pub(crate) fn semop(
+    path: &Path,
+    sem: SemId,
+    ops: &[SemOp],
+    mode: Mode,
+    limits: &Limits<'_>,
+) -> Result<()> {
+    let deadline = match mode {
+        Mode::Timed => limits.deadline,
+        _ => None,
+    };
+    if mode == Mode::NoWait {
+        return sem.op(ops, Block::Never).map_err(|e| semop_error(e, path));
+    }
+    if let Some(spinner) = limits.spin {
+        let budget = spinner.budget();
+        if budget > 0 {
+            let success = spin(sem, ops, Duration::from_nanos(budget));
+            spinner.record(budget, success);
+            if success {
+                return Ok(());
+            }
+        }
+    }
+    let registration = limits.stop.map(StopToken::register);
+    loop {
+        if limits.stop.is_some_and(StopToken::is_stopped) {
+            return Err(Error::Interrupted);
+        }
+        let block = match deadline {
+            Some(d) => Block::For(d.remaining().ok_or(Error::TimedOut)?),
+            None => Block::Forever,
+        };
+        match sem.op(ops, block) {
+            Ok(()) => break,
+            Err(Errno::EINTR) => continue,
+            // semtimedop's timeout: loop to re-check the clock (the kernel
+            // may round a little short of the deadline).
+            Err(Errno::EAGAIN) if deadline.is_some() => continue,
+            Err(e) => return Err(semop_error(e, path)),
+        }
+    }
+    drop(registration);
+    Ok(())
+}
+
+/// A failed `semop` on the bus at `path` (`EAGAIN`: [`Error::WouldBlock`]).
+pub(crate) fn semop_error(errno: Errno, path: &Path) -> Error {
+    Error::sys(errno, Object::SemaphoreArray, Op::Wait, path)
+}
+
+/// Tries `ops` without blocking until it succeeds or `budget` is spent.
+/// Returns whether it succeeded (on an error, the blocking path that
+/// follows reports it with its context).
+fn spin(sem: SemId, ops: &[SemOp], budget: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        match sem.op(ops, Block::Never) {
+            Ok(()) => return true,
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+        if start.elapsed() >= budget {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+}
