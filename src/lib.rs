@@ -35,9 +35,11 @@ pub mod busfile;
 mod error;
 mod listener;
 mod message;
+mod own;
 mod protocol;
 mod signals;
 mod stop;
+mod subscription;
 mod sys;
 mod time;
 mod writer;
@@ -52,6 +54,9 @@ pub use crate::signals::{
     install_stop_signal_handler, reap_children_automatically, TERMINATION_GRACE,
 };
 pub use crate::stop::StopToken;
+pub use crate::subscription::{
+    Counters, Item, Notice, Notify, Overflow, SubscribeOptions, Subscription,
+};
 pub use crate::sys::MEMORY_SIZE;
 pub use crate::time::{Clock, Deadline};
 pub use crate::writer::WriteOptions;

@@ -22,6 +22,7 @@
 use crate::block::{Limits, Mode};
 use crate::bus::Bus;
 use crate::error::{Error, Result};
+use crate::own;
 use crate::protocol::{
     ACK, JOIN, LEAVE_ACKED, LEAVE_ARMED, LEAVE_RELEASED, LEAVE_TAKEN, REARM, TAKE,
 };
@@ -36,6 +37,25 @@ pub enum Event<'a> {
     Listening,
     /// A message, as broadcast (without its NUL).
     Message(&'a [u8]),
+}
+
+/// What the listening loop hands the callback inside the crate: an
+/// [`Event`], with each message marked as broadcast by this process or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Heard<'a> {
+    /// See [`Event::Listening`].
+    Listening,
+    /// A message, and whether a writer of this process broadcast it.
+    Message { bytes: &'a [u8], own: bool },
+}
+
+impl<'a> Heard<'a> {
+    fn event(self) -> Event<'a> {
+        match self {
+            Heard::Listening => Event::Listening,
+            Heard::Message { bytes, .. } => Event::Message(bytes),
+        }
+    }
 }
 
 /// What a read callback answers.
@@ -93,8 +113,21 @@ impl<'a> Membership<'a> {
     }
 
     /// From `Armed`: waits for a writer to release us, copies the message
-    /// into `buf` and acknowledges it. On failure, stays `Armed`.
-    fn take(&mut self, mode: Mode, limits: &Limits<'_>, buf: &mut Vec<u8>) -> Result<()> {
+    /// into `buf` and acknowledges it; returns whether this process
+    /// broadcast it (see own.rs: asked between taking and acknowledging,
+    /// while the message's writer still holds the bus). On failure, stays
+    /// `Armed`.
+    ///
+    /// `copied` sees the message and its mark before the acknowledgement,
+    /// so whatever it does is done when the broadcast returns; it must be
+    /// quick (the writer waits for it).
+    fn take(
+        &mut self,
+        mode: Mode,
+        limits: &Limits<'_>,
+        buf: &mut Vec<u8>,
+        copied: &mut dyn FnMut(&[u8], bool),
+    ) -> Result<bool> {
         debug_assert_eq!(self.state, State::Armed);
         // Q zeroed *while a message is in flight* (N >= 1: every writer,
         // ours or the original, raises N before it zeroes Q and lowers it
@@ -106,10 +139,12 @@ impl<'a> Membership<'a> {
         self.bus.op(&TAKE, mode, limits)?;
         self.state = State::Taken;
         self.bus.mem.read_message(buf);
+        let own = own::held_by_this_process(self.bus.sem.raw());
+        copied(buf, own);
         // Cannot block: we are counted in S.
         self.bus.op(&ACK, Mode::Untimed, &Limits::default())?;
         self.state = State::Acked;
-        Ok(())
+        Ok(own)
     }
 
     /// From `Acked`: counts us again and re-arms, once the writer is done.
@@ -213,8 +248,11 @@ impl Bus {
     where
         F: FnMut(Event<'_>) -> Flow,
     {
+        let mut callback = callback;
         let member = Membership::join(self, Mode::Timed, &options.limits(self))?;
-        self.listen(member, options, callback, false).map(drop)
+        let callback = |heard: Heard<'_>| callback(heard.event());
+        self.listen(member, options, callback, &mut |_, _| {}, false)
+            .map(drop)
     }
 
     /// Listens like [`Bus::read_with`], so that the loop can be handed over
@@ -235,11 +273,30 @@ impl Bus {
     where
         F: FnMut(Event<'_>) -> Flow,
     {
+        let mut callback = callback;
+        let callback = |heard: Heard<'_>| callback(heard.event());
+        self.read_marked(from, options, callback, &mut |_, _| {})
+    }
+
+    /// [`Bus::read_handover`] with each message marked as this process's
+    /// own broadcast or not, and handed to `copied` before it is
+    /// acknowledged (see `Membership::take`) as well as to `callback`
+    /// after.
+    pub(crate) fn read_marked<F>(
+        &self,
+        from: Option<Standing>,
+        options: &ReadOptions<'_>,
+        callback: F,
+        copied: &mut dyn FnMut(&[u8], bool),
+    ) -> Result<Option<Standing>>
+    where
+        F: FnMut(Heard<'_>) -> Flow,
+    {
         let member = match from {
             None => Membership::join(self, Mode::Timed, &options.limits(self))?,
             Some(standing) => Membership::adopt(self, standing),
         };
-        self.listen(member, options, callback, true)
+        self.listen(member, options, callback, copied, true)
     }
 
     /// The listening loop. With `detach`, a stop request returns the
@@ -249,13 +306,14 @@ impl Bus {
         mut member: Membership<'_>,
         options: &ReadOptions<'_>,
         mut callback: F,
+        copied: &mut dyn FnMut(&[u8], bool),
         detach: bool,
     ) -> Result<Option<Standing>>
     where
-        F: FnMut(Event<'_>) -> Flow,
+        F: FnMut(Heard<'_>) -> Flow,
     {
         let limits = options.limits(self);
-        if callback(Event::Listening) == Flow::Stop {
+        if callback(Heard::Listening) == Flow::Stop {
             return Ok(None);
         }
         let mut buf = Vec::with_capacity(crate::sys::MEMORY_SIZE);
@@ -264,11 +322,14 @@ impl Bus {
                 // Only the waits before a message is taken are timed.
                 member.rearm(Mode::Untimed, &limits)
             } else {
-                member.take(Mode::Timed, &limits, &mut buf).map(|()| {
-                    if callback(Event::Message(&buf)) == Flow::Stop {
-                        member.leave();
-                    }
-                })
+                member
+                    .take(Mode::Timed, &limits, &mut buf, copied)
+                    .map(|own| {
+                        let heard = Heard::Message { bytes: &buf, own };
+                        if callback(heard) == Flow::Stop {
+                            member.leave();
+                        }
+                    })
             };
             match step {
                 Ok(()) if member.state == State::Out => return Ok(None),
@@ -341,7 +402,8 @@ impl Poller<'_> {
         if self.member.state == State::Out {
             return Err(Error::Interrupted);
         }
-        self.member.take(mode, &limits, &mut self.buf)?;
+        self.member
+            .take(mode, &limits, &mut self.buf, &mut |_, _| {})?;
         Ok(&self.buf)
     }
 

@@ -7,6 +7,7 @@ use crate::block::{self, Limits, Mode};
 use crate::bus::{Access, Bus};
 use crate::error::{Error, Object, Op, Result};
 use crate::message::Message;
+use crate::own::Holding;
 use crate::protocol::{
     self, ALL_TAKEN, FINISH, LOCK, LOCK_ONLY, NO_REARMING, PUBLISH, RELEASE_ALL, UNLOCK,
 };
@@ -102,19 +103,23 @@ impl Bus {
         } else {
             self.op(&LOCK, Mode::Timed, &limits)?;
         }
+        // From here until every listener has acknowledged, this process's
+        // listeners on the bus know that what they take is ours (own.rs).
+        let holding = Holding::start(self.sem.raw());
         let mut published = false;
         match self.broadcast_locked(message, &limits, &mut published) {
             Err(e @ (Error::TimedOut | Error::Interrupted)) if published => {
                 // Listeners are mid-round: lowering N now would let the fast
                 // ones re-arm before the slow ones have waited, stranding
                 // them. The round is finished by a thread instead.
-                self.finish_in_background();
+                self.finish_in_background(holding);
                 Err(match e {
                     Error::TimedOut => Error::TimedOutAfterPublish,
                     other => other,
                 })
             }
             result => {
+                drop(holding);
                 self.release(published);
                 result
             }
@@ -125,12 +130,15 @@ impl Bus {
     /// published message, then lowers N and releases X. Until then this
     /// process keeps the writer lock: later broadcasts wait (or time out)
     /// as they would for any writer in progress.
-    fn finish_in_background(&self) {
+    fn finish_in_background(&self, holding: Holding) {
         let (path, sem) = (self.path().to_path_buf(), self.sem);
+        let holding = std::sync::Arc::new(std::sync::Mutex::new(Some(holding)));
         let finish = move || {
             // Errors mean the bus was removed: nothing is left to release.
             let none = Limits::default();
-            if block::semop(&path, sem, &ALL_TAKEN, Mode::Untimed, &none).is_ok() {
+            let all_taken = block::semop(&path, sem, &ALL_TAKEN, Mode::Untimed, &none);
+            holding.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if all_taken.is_ok() {
                 let _ = block::semop(&path, sem, &FINISH, Mode::Untimed, &none);
             }
         };

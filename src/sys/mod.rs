@@ -11,6 +11,7 @@
 //! it).
 #![allow(unsafe_code)]
 
+pub mod event;
 pub mod file;
 pub mod ipc;
 pub mod random;

@@ -1,0 +1,513 @@
+//! A subscription: a listener on a thread of its own feeding a bounded
+//! queue, which any consumer (a BEAM process through the NIF, a port
+//! program, an async runtime, Python) drains at its own pace. The one
+//! listening primitive every binding stands on.
+//!
+//! When the queue is full the subscription either *holds the bus* — its
+//! listener, having acknowledged the last message, does not re-arm, so the
+//! bus's writers wait (the protocol's own back-pressure) — or *drops* the
+//! messages it cannot queue and reports exactly how many, in the queue,
+//! where they are missing. Each message is marked when this very process
+//! broadcast it (see own.rs). The consumer learns that items wait through
+//! a callback run on the listener thread, or an `eventfd` its event loop
+//! watches, or by blocking in [`Subscription::next`].
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::bus::{Access, Bus};
+use crate::error::{Error, Result};
+use crate::listener::{Flow, Heard, ReadOptions, Standing};
+use crate::stop::StopToken;
+use crate::sys::event::EventFd;
+
+/// What a subscription does with a message when its queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Hold the bus: do not take the next message until the queue has
+    /// room. Writers wait meanwhile; nothing is lost.
+    Hold,
+    /// Take and discard it, counting it: an [`Item::Dropped`] stands where
+    /// the discarded messages would have been.
+    Drop,
+}
+
+/// What the listener thread tells the consumer (through
+/// [`SubscribeOptions::notify`]), on the listener thread.
+#[derive(Debug)]
+pub enum Notice<'a> {
+    /// The listener is counted on the bus (or has taken over a standing):
+    /// every broadcast from now on reaches the queue. Sent once, first.
+    Listening,
+    /// The queue, empty until now, has an item.
+    Ready,
+    /// The listener failed and left the bus (for example it was removed:
+    /// [`Error::Gone`]); nothing follows.
+    Failed(&'a Error),
+}
+
+/// A callback for [`Notice`]s.
+pub type Notify = Box<dyn Fn(Notice<'_>) + Send + Sync>;
+
+/// How a subscription is made.
+pub struct SubscribeOptions {
+    /// How many messages the queue holds at most (at least 1).
+    pub capacity: usize,
+    /// What happens to a message when the queue is full.
+    pub overflow: Overflow,
+    /// `None` to join the bus, or a standing returned by
+    /// [`Subscription::detach`] of a subscription of this process on the
+    /// same bus, taken over with no semaphore operation (hot upgrades).
+    pub from: Option<Standing>,
+    /// Make an `eventfd` that is readable while items wait
+    /// ([`Subscription::ready_fd`]).
+    pub ready_fd: bool,
+    /// Called on the listener thread with each [`Notice`]; it must not
+    /// block, and must not call back into the subscription.
+    pub notify: Option<Notify>,
+}
+
+impl Default for SubscribeOptions {
+    /// A queue of 1024 messages that holds the bus when full, no `eventfd`,
+    /// no callback.
+    fn default() -> SubscribeOptions {
+        SubscribeOptions {
+            capacity: 1024,
+            overflow: Overflow::Hold,
+            from: None,
+            ready_fd: false,
+            notify: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SubscribeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscribeOptions")
+            .field("capacity", &self.capacity)
+            .field("overflow", &self.overflow)
+            .field("from", &self.from)
+            .field("ready_fd", &self.ready_fd)
+            .field("notify", &self.notify.is_some())
+            .finish()
+    }
+}
+
+/// What the queue holds, in the order things happened on the bus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// A message, as broadcast.
+    Message {
+        /// Its bytes (without the NUL).
+        bytes: Vec<u8>,
+        /// Whether a writer of this process broadcast it.
+        own: bool,
+    },
+    /// This many messages were broadcast here and dropped (the queue was
+    /// full, [`Overflow::Drop`]); consecutive drops are one item.
+    Dropped(u64),
+}
+
+/// What a subscription has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Messages taken from the bus.
+    pub taken: u64,
+    /// Messages handed to the consumer.
+    pub delivered: u64,
+    /// Messages dropped because the queue was full.
+    pub dropped: u64,
+    /// Messages in the queue now.
+    pub queued: u64,
+    /// Time the listener spent holding the bus because the queue was full.
+    pub held: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Item>,
+    /// Messages in `items` (drop notices do not count against capacity).
+    messages: usize,
+    /// Dropped since the last message queued: reported before the next.
+    dropping: u64,
+    counters: Counters,
+    listening: bool,
+    failure: Option<Error>,
+    /// The listener thread has ended.
+    ended: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Signalled when the consumer makes room, and on stop.
+    room: Condvar,
+    /// Signalled when an item arrives, the listener starts or ends.
+    changed: Condvar,
+    capacity: usize,
+    overflow: Overflow,
+    stopping: AtomicBool,
+    ready_fd: Option<EventFd>,
+    notify: Option<Notify>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn notice(&self, notice: Notice<'_>) {
+        if let Some(notify) = &self.notify {
+            notify(notice);
+        }
+    }
+
+    /// On the listener thread, before the message is acknowledged (so it
+    /// is queued, or counted as dropped, when the broadcast returns):
+    /// queues it, or drops it if the queue is full. Returns whether the
+    /// queue was empty before.
+    fn queue(&self, bytes: &[u8], own: bool) -> bool {
+        let mut q = self.lock();
+        q.counters.taken += 1;
+        if q.messages >= self.capacity {
+            // Only with Drop: with Hold the queue had room before re-arming.
+            q.dropping += 1;
+            q.counters.dropped += 1;
+            return false;
+        }
+        let was_empty = q.items.is_empty();
+        if q.dropping > 0 {
+            let n = std::mem::take(&mut q.dropping);
+            q.items.push_back(Item::Dropped(n));
+        }
+        q.items.push_back(Item::Message {
+            bytes: bytes.to_vec(),
+            own,
+        });
+        q.messages += 1;
+        if was_empty {
+            self.became_ready();
+        }
+        self.changed.notify_all();
+        was_empty
+    }
+
+    /// On the listener thread, after the acknowledgement and before
+    /// re-arming: tells the consumer that items wait, then, with Hold and
+    /// a full queue, holds the bus (this listener does not re-arm, so no
+    /// writer can start) until the consumer makes room or stops it.
+    fn after(&self, was_empty: bool) {
+        if was_empty {
+            self.notice(Notice::Ready);
+        }
+        if self.overflow != Overflow::Hold {
+            return;
+        }
+        let mut q = self.lock();
+        if q.messages < self.capacity {
+            return;
+        }
+        let since = Instant::now();
+        while q.messages >= self.capacity && !self.stopping.load(Ordering::SeqCst) {
+            q = self.room.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+        q.counters.held += since.elapsed();
+    }
+
+    fn became_ready(&self) {
+        if let Some(fd) = &self.ready_fd {
+            // Cannot fail on a valid eventfd short of 2^64 - 1 sets.
+            let _ = fd.set();
+        }
+    }
+
+    /// Pops the next item, if any.
+    fn pop(&self, q: &mut Queue) -> Option<Item> {
+        let item = match q.items.pop_front() {
+            Some(item) => item,
+            // A gap not followed by a message yet.
+            None if q.dropping > 0 => Item::Dropped(std::mem::take(&mut q.dropping)),
+            None => return None,
+        };
+        if let Item::Message { .. } = item {
+            q.messages -= 1;
+            q.counters.delivered += 1;
+            self.room.notify_all();
+        }
+        if q.items.is_empty() && q.dropping == 0 {
+            if let Some(fd) = &self.ready_fd {
+                let _ = fd.clear();
+            }
+        }
+        Some(item)
+    }
+}
+
+/// How the listener thread ended.
+enum Exit {
+    /// Stopped for a handover: still on the bus, standing as given.
+    Detached(Standing),
+    /// Left the bus.
+    Left,
+}
+
+/// A running subscription; see the module documentation. Dropping it stops
+/// the listener and leaves the bus.
+pub struct Subscription {
+    shared: Arc<Shared>,
+    token: StopToken,
+    /// Set before a stop that must keep the standing.
+    keep: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<Exit>>>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("capacity", &self.shared.capacity)
+            .field("overflow", &self.shared.overflow)
+            .field("counters", &self.counters())
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// Subscribes to the bus at `path` and returns once the listener is
+    /// counted on it: every broadcast that starts after this returns is
+    /// queued (or counted as dropped).
+    pub fn start(path: impl AsRef<Path>, options: SubscribeOptions) -> Result<Subscription> {
+        let subscription = Subscription::spawn(path, options)?;
+        subscription.wait_listening()?;
+        Ok(subscription)
+    }
+
+    /// Like [`Subscription::start`], but returns as soon as the bus is open
+    /// and the listener thread started; [`Notice::Listening`] (or
+    /// [`Subscription::wait_listening`]) says when it is counted. (Joining
+    /// waits for a broadcast in flight to finish, which a stopped listener
+    /// can make long.)
+    pub fn spawn(path: impl AsRef<Path>, options: SubscribeOptions) -> Result<Subscription> {
+        let bus = Bus::open(path, Access::ReadOnly)?;
+        let ready_fd = match options.ready_fd {
+            true => Some(EventFd::new().map_err(|e| Error::os("eventfd", e))?),
+            false => None,
+        };
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            room: Condvar::new(),
+            changed: Condvar::new(),
+            capacity: options.capacity.max(1),
+            overflow: options.overflow,
+            stopping: AtomicBool::new(false),
+            ready_fd,
+            notify: options.notify,
+        });
+        let token = StopToken::new();
+        let keep = Arc::new(AtomicBool::new(false));
+        let (thread_shared, thread_token, thread_keep) =
+            (shared.clone(), token.clone(), keep.clone());
+        let from = options.from;
+        let thread = std::thread::Builder::new()
+            .name("bus-subscription".into())
+            .stack_size(128 * 1024)
+            .spawn(move || listen(bus, from, &thread_shared, &thread_token, &thread_keep))
+            .map_err(|e| Error::os("spawn the listener thread", e))?;
+        Ok(Subscription {
+            shared,
+            token,
+            keep,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Waits until the listener is counted on the bus, or returns why it
+    /// could not be.
+    pub fn wait_listening(&self) -> Result<()> {
+        let mut q = self.shared.lock();
+        loop {
+            if q.listening {
+                return Ok(());
+            }
+            if q.ended {
+                return Err(q.failure.take().unwrap_or(Error::Interrupted));
+            }
+            q = self
+                .shared
+                .changed
+                .wait(q)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The next item if one is waiting, without blocking.
+    pub fn try_next(&self) -> Option<Item> {
+        let mut q = self.shared.lock();
+        self.shared.pop(&mut q)
+    }
+
+    /// Up to `max` items that are waiting, without blocking.
+    pub fn drain(&self, max: usize) -> Vec<Item> {
+        let mut q = self.shared.lock();
+        let mut items = Vec::with_capacity(max.min(q.items.len() + 1));
+        while items.len() < max {
+            match self.shared.pop(&mut q) {
+                Some(item) => items.push(item),
+                None => break,
+            }
+        }
+        items
+    }
+
+    /// Waits for the next item, up to `timeout` if one is given
+    /// ([`Error::TimedOut`]). Once the listener has ended and the queue is
+    /// empty: [`Error::Interrupted`] if it was stopped, or why it failed.
+    pub fn next(&self, timeout: Option<Duration>) -> Result<Item> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut q = self.shared.lock();
+        loop {
+            if let Some(item) = self.shared.pop(&mut q) {
+                return Ok(item);
+            }
+            if q.ended {
+                return Err(q.failure.take().unwrap_or(Error::Interrupted));
+            }
+            q = match deadline {
+                None => self
+                    .shared
+                    .changed
+                    .wait(q)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline
+                        .checked_duration_since(Instant::now())
+                        .ok_or(Error::TimedOut)?;
+                    self.shared
+                        .changed
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// The `eventfd` that is readable while items wait, if asked for
+    /// ([`SubscribeOptions::ready_fd`]). Reading items clears it.
+    pub fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.shared.ready_fd.as_ref().map(AsFd::as_fd)
+    }
+
+    /// What it has done so far.
+    pub fn counters(&self) -> Counters {
+        let q = self.shared.lock();
+        Counters {
+            queued: q.messages as u64,
+            ..q.counters
+        }
+    }
+
+    /// Why the listener failed, once it has (taken: returned once).
+    pub fn take_failure(&self) -> Option<Error> {
+        self.shared.lock().failure.take()
+    }
+
+    /// Stops the listener and returns once it has left the bus (from any
+    /// thread, within microseconds, even while it holds the bus). Items
+    /// still queued can be drained afterwards. Idempotent.
+    pub fn stop(&self) {
+        self.halt();
+        self.join();
+    }
+
+    /// Stops the listener *without leaving the bus* and returns its
+    /// standing, for [`SubscribeOptions::from`] of another subscription of
+    /// this process (a newer copy of the code): no message is lost or seen
+    /// twice. Items still queued are the caller's to drain. `None` if the
+    /// listener was not on the bus (already stopped, or failed).
+    pub fn detach(&self) -> Option<Standing> {
+        self.keep.store(true, Ordering::SeqCst);
+        self.halt();
+        match self.join() {
+            Some(Exit::Detached(standing)) => Some(standing),
+            _ => None,
+        }
+    }
+
+    fn halt(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        {
+            // Under the lock: a listener about to wait for room sees the
+            // flag, or is already waiting and gets the signal.
+            let _q = self.shared.lock();
+            self.shared.room.notify_all();
+        }
+        self.token.stop();
+    }
+
+    fn join(&self) -> Option<Exit> {
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // A panicking thread has left the bus (the membership's Drop).
+        handle.map(|h| h.join().unwrap_or(Exit::Left))
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The listener thread.
+fn listen(
+    bus: Bus,
+    from: Option<Standing>,
+    shared: &Shared,
+    token: &StopToken,
+    keep: &AtomicBool,
+) -> Exit {
+    let options = ReadOptions {
+        deadline: None,
+        stop: Some(token),
+    };
+    // A stop is seen by the loop's next wait, which then hands the standing
+    // back instead of leaving (read_marked never leaves on a stop).
+    let was_empty = std::cell::Cell::new(false);
+    let mut copied = |bytes: &[u8], own: bool| was_empty.set(shared.queue(bytes, own));
+    let result = bus.read_marked(
+        from,
+        &options,
+        |heard| {
+            match heard {
+                Heard::Listening => {
+                    shared.lock().listening = true;
+                    shared.changed.notify_all();
+                    shared.notice(Notice::Listening);
+                }
+                Heard::Message { .. } => shared.after(was_empty.get()),
+            }
+            Flow::Continue
+        },
+        &mut copied,
+    );
+    let exit = match result {
+        Ok(Some(standing)) if keep.load(Ordering::SeqCst) => Exit::Detached(standing),
+        Ok(Some(standing)) => {
+            // Stopped: leave from where the loop stood.
+            let _ = bus.read_handover(Some(standing), &ReadOptions::default(), |_| Flow::Stop);
+            Exit::Left
+        }
+        Ok(None) | Err(Error::Interrupted) => Exit::Left,
+        Err(e) => {
+            shared.notice(Notice::Failed(&e));
+            shared.lock().failure = Some(e);
+            Exit::Left
+        }
+    };
+    shared.lock().ended = true;
+    shared.changed.notify_all();
+    exit
+}

@@ -1,0 +1,267 @@
+//! The subscription primitive: a listener thread feeding a bounded queue.
+//! Both overflow policies with exact counts, a prompt stop under load, the
+//! own-message mark with our writer and a foreign one interleaved, the
+//! handover, and the two ways a consumer learns that items wait.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use bus::{Access, Bus, Error, Item, Message, Notice, Overflow, SubscribeOptions, Subscription};
+use common::{writer, TempBus, Watchdog};
+
+fn options(capacity: usize, overflow: Overflow) -> SubscribeOptions {
+    SubscribeOptions {
+        capacity,
+        overflow,
+        ..SubscribeOptions::default()
+    }
+}
+
+fn text(item: &Item) -> String {
+    match item {
+        Item::Message { bytes, .. } => String::from_utf8_lossy(bytes).into_owned(),
+        Item::Dropped(n) => format!("dropped {n}"),
+    }
+}
+
+fn send(bus: &Bus, text: &str) {
+    bus.write(&Message::new(text).unwrap()).unwrap();
+}
+
+/// With `Hold`, a full queue holds the bus: the next broadcast cannot even
+/// start (a timed one times out with nothing published), and once the
+/// consumer drains, every message arrives, in order, exactly once.
+#[test]
+fn hold_keeps_writers_waiting_and_loses_nothing() {
+    let bus = TempBus::new("sub-hold");
+    let sub = Subscription::start(&bus.path, options(4, Overflow::Hold)).unwrap();
+    let w = Bus::open(&bus.path, Access::Write).unwrap();
+    for i in 0..4 {
+        send(&w, &format!("0 {i}"));
+    }
+    let late = w.write_timed(&Message::new("0 late").unwrap(), Duration::from_millis(200));
+    assert!(matches!(late, Err(Error::TimedOut)), "{late:?}");
+    let c = sub.counters();
+    assert_eq!((c.taken, c.queued, c.dropped), (4, 4, 0));
+
+    let writing = thread::spawn(move || {
+        for i in 4..2000 {
+            send(&w, &format!("0 {i}"));
+        }
+    });
+    let got: Vec<String> = (0..2000)
+        .map(|_| text(&sub.next(Some(Duration::from_secs(10))).unwrap()))
+        .collect();
+    writing.join().unwrap();
+    let want: Vec<String> = (0..2000).map(|i| format!("0 {i}")).collect();
+    assert_eq!(got, want);
+    let c = sub.counters();
+    assert_eq!(
+        (c.taken, c.delivered, c.dropped, c.queued),
+        (2000, 2000, 0, 0)
+    );
+    assert!(c.held > Duration::ZERO);
+    assert_eq!(sub.try_next(), None);
+}
+
+/// With `Drop`, writers never wait for the consumer; what the queue cannot
+/// hold is counted exactly, and a notice stands exactly where messages
+/// are missing, consecutive drops merged.
+#[test]
+fn drop_counts_exactly_and_marks_the_gap() {
+    let bus = TempBus::new("sub-drop");
+    let sub = Subscription::start(&bus.path, options(3, Overflow::Drop)).unwrap();
+    let w = Bus::open(&bus.path, Access::Write).unwrap();
+    for i in 0..5 {
+        send(&w, &format!("0 {i}"));
+    }
+    assert_eq!(text(&sub.try_next().unwrap()), "0 0");
+    for i in 5..100 {
+        send(&w, &format!("0 {i}"));
+    }
+    let c = sub.counters();
+    assert_eq!((c.taken, c.dropped, c.queued), (100, 96, 3));
+    let items: Vec<String> = sub.drain(10).iter().map(text).collect();
+    assert_eq!(items, ["0 1", "0 2", "dropped 2", "0 5", "dropped 94"]);
+    send(&w, "0 100");
+    let items: Vec<String> = sub.drain(10).iter().map(text).collect();
+    assert_eq!(items, ["0 100"]);
+    let c = sub.counters();
+    assert_eq!(c.taken, c.delivered + c.dropped);
+}
+
+/// A stop from another thread ends the listener at once, whether it is
+/// holding the bus or waiting for a message, under back-to-back
+/// broadcasts; the bus is left as it was and the writer carries on.
+#[test]
+fn stop_is_prompt_under_load() {
+    let bus = TempBus::new("sub-stop");
+    let dog = Watchdog::start(Duration::from_secs(60), &bus.path);
+    let w = Arc::new(Bus::open(&bus.path, Access::Write).unwrap());
+    let running = Arc::new(AtomicBool::new(true));
+    let writing = {
+        let (w, running) = (w.clone(), running.clone());
+        thread::spawn(move || {
+            let mut n = 0u64;
+            while running.load(Ordering::SeqCst) {
+                let m = Message::new(format!("0 {n}")).unwrap();
+                match w.write_timed(&m, Duration::from_secs(5)) {
+                    Ok(()) => n += 1,
+                    Err(e) => panic!("writer: {e}"),
+                }
+            }
+            n
+        })
+    };
+    for round in 0..200 {
+        // Capacity 1, never drained: it holds the bus after one message.
+        let sub = Subscription::start(&bus.path, options(1, Overflow::Hold)).unwrap();
+        if round % 2 == 0 {
+            let _ = sub.next(Some(Duration::from_secs(5))).unwrap();
+        }
+        let (tx, rx) = mpsc::channel();
+        let stopper = thread::spawn(move || {
+            sub.stop();
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(2))
+            .unwrap_or_else(|_| panic!("round {round}: stop did not return"));
+        stopper.join().unwrap();
+    }
+    running.store(false, Ordering::SeqCst);
+    let sent = writing.join().unwrap();
+    assert!(sent > 0);
+    let s = bus::stat(&bus.path).unwrap().semaphores();
+    assert_eq!((s.s, s.w, s.x, s.q, s.n), (0, 0, 1, 0, 0));
+    dog.finish();
+}
+
+/// Messages this process broadcast are marked as its own, whatever other
+/// writers do meanwhile; a foreign process's never are, even with the same
+/// text.
+#[test]
+fn own_broadcasts_are_marked_exactly() {
+    let bus = TempBus::new("sub-own");
+    let dog = Watchdog::start(Duration::from_secs(120), &bus.path);
+    let sub = Subscription::start(&bus.path, options(1 << 16, Overflow::Hold)).unwrap();
+    // Counted before the peer starts: it misses none of the peer's.
+    let foreign = writer(&bus.path, 3000, "T", &dog);
+    let w = Bus::open(&bus.path, Access::Write).unwrap();
+    for i in 0..3000 {
+        send(&w, &format!("T {i}"));
+    }
+    let status = { foreign }.wait().unwrap();
+    assert!(status.success());
+    let (mut own, mut others) = (Vec::new(), Vec::new());
+    while let Some(item) = sub.try_next() {
+        match item {
+            Item::Message { bytes, own: true } => own.push(String::from_utf8(bytes).unwrap()),
+            Item::Message { bytes, own: false } => others.push(String::from_utf8(bytes).unwrap()),
+            Item::Dropped(n) => panic!("dropped {n}"),
+        }
+    }
+    let want: Vec<String> = (0..3000).map(|i| format!("T {i}")).collect();
+    assert_eq!(own, want, "our broadcasts, in order, all marked");
+    assert_eq!(others, want, "the peer's, in order, none marked");
+    dog.finish();
+}
+
+/// A subscription detached under traffic and taken over by a new one: the
+/// two together see every message once, in order.
+#[test]
+fn handover_loses_and_repeats_nothing() {
+    let bus = TempBus::new("sub-handover");
+    let dog = Watchdog::start(Duration::from_secs(120), &bus.path);
+    let mut sub = Subscription::start(&bus.path, options(64, Overflow::Hold)).unwrap();
+    let peer = writer(&bus.path, 20_000, "H", &dog);
+    let mut got = Vec::new();
+    let mut handovers = 0;
+    while got.len() < 20_000 {
+        match sub.next(Some(Duration::from_secs(10))) {
+            Ok(item) => got.push(text(&item)),
+            Err(e) => panic!("after {} messages: {e}", got.len()),
+        }
+        if got.len() % 97 == 0 {
+            let standing = sub.detach().expect("on the bus");
+            let rest = sub.drain(usize::MAX);
+            got.extend(rest.iter().map(text));
+            let from = SubscribeOptions {
+                from: Some(standing),
+                ..options(64, Overflow::Hold)
+            };
+            sub = Subscription::start(&bus.path, from).unwrap();
+            handovers += 1;
+        }
+    }
+    assert!({ peer }.wait().unwrap().success());
+    let want: Vec<String> = (0..20_000).map(|i| format!("H {i}")).collect();
+    assert_eq!(got, want);
+    assert!(handovers > 100);
+    drop(sub);
+    assert_eq!(bus::stat(&bus.path).unwrap().listeners(), 0);
+    dog.finish();
+}
+
+/// The callback hears Listening first, then Ready each time the queue
+/// stops being empty; the eventfd is readable exactly while items wait.
+#[test]
+fn consumers_learn_that_items_wait() {
+    let bus = TempBus::new("sub-ready");
+    let (tx, heard) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let sub = Subscription::start(
+        &bus.path,
+        SubscribeOptions {
+            ready_fd: true,
+            notify: Some(Box::new(move |notice| {
+                let _ = tx.lock().unwrap().send(match notice {
+                    Notice::Listening => "listening".to_string(),
+                    Notice::Ready => "ready".to_string(),
+                    Notice::Failed(e) => format!("failed: {e}"),
+                });
+            })),
+            ..SubscribeOptions::default()
+        },
+    )
+    .unwrap();
+    let next_notice = || heard.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(next_notice(), "listening");
+    let fd = sub.ready_fd().unwrap();
+    assert!(!readable(fd));
+    let w = Bus::open(&bus.path, Access::Write).unwrap();
+    // A broadcast returns once its message is queued: no waiting needed.
+    send(&w, "0 a");
+    send(&w, "0 b");
+    assert!(readable(fd));
+    assert_eq!(next_notice(), "ready");
+    assert_eq!(sub.drain(10).len(), 2);
+    assert!(!readable(fd));
+    send(&w, "0 c");
+    assert!(readable(fd));
+    assert_eq!(sub.try_next().map(|i| text(&i)).as_deref(), Some("0 c"));
+    assert!(!readable(fd));
+    assert_eq!(next_notice(), "ready");
+
+    // Removing the bus ends the subscription with the reason.
+    bus::unlink(&bus.path).unwrap();
+    let end = sub.next(Some(Duration::from_secs(5)));
+    assert!(matches!(end, Err(Error::Gone { .. })), "{end:?}");
+    assert!(next_notice().starts_with("failed: "));
+    assert!(heard.try_recv().is_err(), "nothing after the failure");
+}
+
+fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n == 1 && pfd.revents & libc::POLLIN != 0
+}
