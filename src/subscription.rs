@@ -437,6 +437,13 @@ impl Subscription {
         }
     }
 
+    /// Asks the listener to stop and leave the bus, without waiting for it
+    /// (for callers that must not block, such as a VM's scheduler thread);
+    /// [`Subscription::stop`] or the drop then waits.
+    pub fn cancel(&self) {
+        self.halt();
+    }
+
     fn halt(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         {

@@ -142,6 +142,13 @@ impl Drop for Zoo {
     }
 }
 
+/// A bus in a new temporary directory (the caller unlinks it).
+fn temp_bus(prefix: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    let path = bus::create(Some(&dir.path().join("bus")), true).unwrap();
+    (dir, path)
+}
+
 /// Runs `call` on a thread of its own and returns its result, failing the
 /// test if it has not returned within [`PROMPTLY`].
 #[track_caller]
@@ -232,11 +239,7 @@ fn the_errors_are_precise() {
 /// from another.
 #[test]
 fn a_file_swapped_for_a_fifo_while_it_is_opened() {
-    let dir = tempfile::Builder::new()
-        .prefix("bus-swap")
-        .tempdir()
-        .unwrap();
-    let real = bus::create(Some(&dir.path().join("real")), true).unwrap();
+    let (dir, real) = temp_bus("bus-swap");
     let target = dir.path().join("target");
     fs::hard_link(&real, &target).unwrap();
     let swapping = Arc::new(AtomicBool::new(true));
@@ -419,11 +422,7 @@ fn sigterm_ends_every_command_on_every_kind() {
 /// and a blocking call.
 #[test]
 fn sigterm_at_any_moment_leaves_the_bus_as_found() {
-    let dir = tempfile::Builder::new()
-        .prefix("bus-term")
-        .tempdir()
-        .unwrap();
-    let path = bus::create(Some(&dir.path().join("bus")), true).unwrap();
+    let (_dir, path) = temp_bus("bus-term");
     let before = bus::stat(&path).unwrap().values;
     let mut seed = std::process::id() as u64 | 1;
     for i in 0..200 {

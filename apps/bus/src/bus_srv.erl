@@ -39,6 +39,8 @@
 -define(IDLE_TIMEOUT, 1000).
 -define(CALL_TIMEOUT, 5000).
 -define(RETRIES, 5).
+%% Items taken from the listener's queue per call.
+-define(TAKE_MAX, 64).
 
 %% New fields go at the end, so code_change/3 converts by appending and
 %% dropping.
@@ -233,7 +235,11 @@ handle_cast(_Msg, State) ->
     {noreply, State}.
 
 -spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
+handle_info({bus_ready, Tag}, State = #state{tag = Tag, nif = Nif, listener = Listener}) ->
+    {noreply, take_all(Nif, Listener, State)};
 handle_info({bus_message, Tag, Message}, State = #state{tag = Tag}) ->
+    %% From a listener of native version 3 or older (until a hot upgrade
+    %% has handed it over).
     {noreply, forward(Message, State)};
 handle_info({bus_message, Tag, Message}, State = #state{retired = Retired}) ->
     case lists:member(Tag, Retired) of
@@ -266,13 +272,30 @@ terminate(_Reason, State = #state{path = Path}) ->
 
 %% An upgrade or downgrade whose appup says {advanced, {handover, Nif}}
 %% moves the listener to the native module Nif (loaded by then): see
-%% handover/2. The state has the same shape in 0.2.0 and 0.3.0; a
-%% downgrade runs this code, before 0.2.0's is loaded.
+%% handover/2. The state has the same shape in 0.3.0 and 0.4.0; a
+%% downgrade runs this code, before 0.3.0's is loaded.
 -spec code_change(term(), #state{}, term()) -> {ok, #state{}}.
 code_change(_OldVsn, State = #state{}, Extra) ->
     {ok, maybe_handover(Extra, State)}.
 
 %% Internal.
+
+%% Forwards everything the listener has queued, in order.
+take_all(Nif, Listener, State) ->
+    Items = Nif:take(Listener, ?TAKE_MAX),
+    State1 = lists:foldl(fun forward_item/2, State, Items),
+    case length(Items) < ?TAKE_MAX of
+        true -> State1;
+        false -> take_all(Nif, Listener, State1)
+    end.
+
+forward_item(Message, State) when is_binary(Message) ->
+    forward(Message, State);
+forward_item({own, Message}, State) ->
+    forward(Message, State);
+forward_item({dropped, _}, State) ->
+    %% Not with this listener's queue, which never drops.
+    State.
 
 forward(Message, State = #state{subscribers = Subs}) ->
     maps:foreach(fun(Pid, {_, Name}) -> Pid ! {bus, Name, Message} end, Subs),
@@ -304,11 +327,18 @@ handover(Nif, State = #state{nif = Old, tag = OldTag, listener = Listener,
         %% It was still joining (or failed and said so): join afresh.
         {error, _} -> join
     end,
+    %% What the old listener queued (native version 4 and later) goes out
+    %% now, before anything the new one takes; older versions sent each
+    %% message, which is in the mailbox.
+    State0 = case erlang:function_exported(Old, take, 2) of
+        true -> take_all(Old, Listener, State);
+        false -> State
+    end,
     %% For operators (and the upgrade test): how the last handover went;
     %% queued counts the old listener's messages not yet forwarded.
     {message_queue_len, Queued} = process_info(self(), message_queue_len),
     self() ! {bus_retired, OldTag},
-    State1 = State#state{nif = Nif, retired = [OldTag | Retired], listener = undefined},
+    State1 = State0#state{nif = Nif, retired = [OldTag | Retired], listener = undefined},
     State2 = handover_listen(State1, From, State#state.status),
     put(bus_handover, #{from => Old, to => Nif, standing => From, queued => Queued,
                         micros => erlang:monotonic_time(microsecond) - T0}),

@@ -2,22 +2,9 @@
 //! touch the file system or block on IPC, so each runs on a dirty I/O
 //! scheduler. And which native version this is.
 
-use rustler::{Binary, Encoder, Env, Term};
+use rustler::{Binary, NifMap};
 
-use crate::term::{self, ok_tuple, path, path_term};
-
-rustler::atoms! {
-    undefined,
-    keys,
-    file_mode,
-    sem_mode,
-    shm_mode,
-    uid,
-    gid,
-    values,
-    listeners,
-    attached,
-}
+use crate::term::{path, Done, Failure, PathTerm};
 
 /// `native_version() -> N`: the NATIVE_VERSION this library was built
 /// with (its module is `bus_nif_N`).
@@ -26,77 +13,90 @@ fn native_version() -> u32 {
     env!("BUS_NIF_VERSION").parse().unwrap_or(0)
 }
 
+/// `undefined`, or a value.
+enum Maybe<T> {
+    Undefined,
+    Value(T),
+}
+
+rustler::atoms! { undefined }
+
+impl<'a, T: rustler::Decoder<'a>> rustler::Decoder<'a> for Maybe<T> {
+    fn decode(term: rustler::Term<'a>) -> rustler::NifResult<Self> {
+        if term
+            .decode::<rustler::Atom>()
+            .is_ok_and(|a| a == undefined())
+        {
+            Ok(Maybe::Undefined)
+        } else {
+            term.decode().map(Maybe::Value)
+        }
+    }
+}
+
+impl<T> From<Maybe<T>> for Option<T> {
+    fn from(m: Maybe<T>) -> Option<T> {
+        match m {
+            Maybe::Undefined => None,
+            Maybe::Value(v) => Some(v),
+        }
+    }
+}
+
 /// `create(Path | undefined, Exclusive) -> {ok, Path} | {error, Reason}`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn create<'a>(env: Env<'a>, at: Term<'a>, exclusive: bool) -> rustler::NifResult<Term<'a>> {
-    let at: Option<Binary> = if term::is(at, undefined()) {
-        None
-    } else {
-        Some(at.decode()?)
-    };
-    Ok(match bus::create(at.as_ref().map(path), exclusive) {
-        Ok(created) => ok_tuple(env, path_term(env, &created)),
-        Err(e) => term::failure(env, &e),
-    })
+fn create(at: Maybe<Binary>, exclusive: bool) -> Result<PathTerm, Failure> {
+    let at: Option<Binary> = at.into();
+    Ok(PathTerm(bus::create(at.as_ref().map(path), exclusive)?))
 }
 
 /// `remove(Path) -> ok | {error, Reason}`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn remove<'a>(env: Env<'a>, at: Binary<'a>) -> Term<'a> {
-    term::unit(env, bus::unlink(path(&at)))
+fn remove(at: Binary) -> Done {
+    bus::unlink(path(&at)).into()
 }
 
 /// `chmod(Path, Mode) -> ok | {error, Reason}`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn chmod<'a>(env: Env<'a>, at: Binary<'a>, mode: u32) -> Term<'a> {
-    term::unit(env, bus::chmod(path(&at), mode))
+fn chmod(at: Binary, mode: u32) -> Done {
+    bus::chmod(path(&at), mode).into()
 }
 
 /// `chown(Path, Uid | undefined, Gid | undefined) -> ok | {error, Reason}`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn chown<'a>(
-    env: Env<'a>,
-    at: Binary<'a>,
-    user: Term<'a>,
-    group: Term<'a>,
-) -> rustler::NifResult<Term<'a>> {
-    let id = |t: Term<'a>| -> rustler::NifResult<Option<u32>> {
-        if term::is(t, undefined()) {
-            Ok(None)
-        } else {
-            t.decode().map(Some)
-        }
-    };
-    Ok(term::unit(
-        env,
-        bus::chown(path(&at), id(user)?, id(group)?),
-    ))
+fn chown(at: Binary, user: Maybe<u32>, group: Maybe<u32>) -> Done {
+    bus::chown(path(&at), user.into(), group.into()).into()
+}
+
+/// What `stat/1` returns.
+#[derive(NifMap)]
+struct Stat {
+    keys: (i32, i32),
+    file_mode: u32,
+    sem_mode: u32,
+    shm_mode: u32,
+    uid: u32,
+    gid: u32,
+    /// S, W, X, Q, N.
+    values: (u16, u16, u16, u16, u16),
+    listeners: u32,
+    attached: u64,
 }
 
 /// `stat(Path) -> {ok, #{...}} | {error, Reason}`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn stat<'a>(env: Env<'a>, at: Binary<'a>) -> rustler::NifResult<Term<'a>> {
-    let status = match bus::stat(path(&at)) {
-        Ok(s) => s,
-        Err(e) => return Ok(term::failure(env, &e)),
-    };
-    let v = status.semaphores();
-    let map = Term::map_from_pairs(
-        env,
-        &[
-            (
-                keys().encode(env),
-                (status.keys.sem, status.keys.shm).encode(env),
-            ),
-            (file_mode().encode(env), status.file_mode.encode(env)),
-            (sem_mode().encode(env), status.sem_mode.encode(env)),
-            (shm_mode().encode(env), status.shm_mode.encode(env)),
-            (uid().encode(env), status.uid.encode(env)),
-            (gid().encode(env), status.gid.encode(env)),
-            (values().encode(env), (v.s, v.w, v.x, v.q, v.n).encode(env)),
-            (listeners().encode(env), status.listeners().encode(env)),
-            (attached().encode(env), status.attached.encode(env)),
-        ],
-    )?;
-    Ok(ok_tuple(env, map))
+fn stat(at: Binary) -> Result<Stat, Failure> {
+    let s = bus::stat(path(&at))?;
+    let v = s.semaphores();
+    Ok(Stat {
+        keys: (s.keys.sem, s.keys.shm),
+        file_mode: s.file_mode,
+        sem_mode: s.sem_mode,
+        shm_mode: s.shm_mode,
+        uid: s.uid,
+        gid: s.gid,
+        values: (v.s, v.w, v.x, v.q, v.n),
+        listeners: s.listeners(),
+        attached: s.attached,
+    })
 }

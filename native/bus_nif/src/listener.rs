@@ -1,93 +1,101 @@
-//! Listening: a resource owning a native thread that runs the core's
-//! race-free read loop and sends what it hears to its owner process:
+//! Listening: a resource owning a core `Subscription` (a listener thread
+//! feeding a queue), whose notices go to the owner process:
 //!
 //! - `{bus_listening, Tag}` once the listener is counted on the bus (or has
 //!   taken over a standing, see below);
-//! - `{bus_message, Tag, Binary}` for each message;
-//! - `{bus_listener_down, Tag, Reason}` if the loop ends other than by a
-//!   stop or a detach (the bus was removed: `gone`).
+//! - `{bus_ready, Tag}` when the queue, empty until then, has something:
+//!   the owner takes it with `take/2` (on a normal scheduler: it only
+//!   copies);
+//! - `{bus_listener_down, Tag, Reason}` if the listener fails (the bus was
+//!   removed: `gone`).
 //!
-//! The thread stops (and leaves the bus) on `stop_listener/1`, when the
-//! resource is garbage collected, or when the owner dies (resource monitor).
-//! `detach_listener/1` stops it without leaving: it returns the listener's
-//! standing (`armed` or `acked`), which `listen/4` of this or another
-//! loaded version of this library takes over in the same OS process, with
-//! no semaphore operation: no message is lost or repeated (the core's
-//! `Bus::read_handover`). That is how a hot upgrade moves running
-//! listeners to the new native code before the old library is unloaded.
-//!
-//! The thread never runs on a scheduler, so it may block and may use
-//! `OwnedEnv::send_and_clear`.
+//! The notices are sent from the listener thread, after it has acknowledged
+//! the message, so the Erlang send is off the protocol's critical path.
+//! The listener stops (and leaves the bus) on `stop_listener/1`, when the
+//! resource is garbage collected, or when the owner dies (a monitor).
+//! `detach_listener/1` stops it without leaving: it returns the standing
+//! (`armed` or `acked`), which `listen/4` of this or another loaded version
+//! of this library takes over in the same OS process with no semaphore
+//! operation; what the old queue still holds is taken with `take/2`. That
+//! is how a hot upgrade moves running listeners to new native code.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
 
-use bus::{Access, Bus, Event, Flow, ReadOptions, Standing, StopToken};
+use bus::{Counters, Item, Notice, Overflow, Standing, SubscribeOptions, Subscription};
 use rustler::env::SavedTerm;
 use rustler::{
-    Atom, Binary, Encoder, Env, LocalPid, Monitor, OwnedEnv, Resource, ResourceArc, Term,
+    Binary, Encoder, Env, LocalPid, Monitor, NifMap, NifUnitEnum, OwnedEnv, Resource, ResourceArc,
+    Term,
 };
 
-use crate::term::{self, ok_tuple, path};
+use crate::term::{self, path, Done, Failure};
 
-rustler::atoms! { join, armed, acked, closed, left }
+rustler::atoms! { bus_listening, bus_ready, bus_listener_down, own, dropped, join, armed, acked }
 
-/// Small: the thread only copies a message and sends it.
-const STACK_SIZE: usize = 128 * 1024;
-
-/// A running listener; stopping it is idempotent.
-pub struct Listener {
-    token: StopToken,
-    /// Set before a stop that must keep the standing (detach).
-    keep: Arc<AtomicBool>,
-    thread: Mutex<Option<JoinHandle<Exit>>>,
-}
-
-/// How a listener thread ended.
-enum Exit {
-    /// Stopped by a detach: still on the bus, standing as given.
-    Detached(Standing),
-    /// Left the bus (stopped, or its owner is gone).
-    Left,
-    /// The loop failed (the owner has been told).
-    Failed(bus::Error),
-}
-
-impl Listener {
-    /// Interrupts the thread and returns once it is out of any blocking
-    /// call; it leaves the bus right after (non-blocking steps).
-    fn interrupt(&self) {
-        self.token.stop();
-    }
-
-    fn join(&self) -> Option<Exit> {
-        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        // A panicking thread has left the bus (the membership's Drop).
-        handle.map(|h| h.join().unwrap_or(Exit::Left))
-    }
-}
+/// A running listener. (Unwind safety: a panic in a NIF leaves the
+/// subscription as consistent as any of its methods does, since each keeps
+/// its state behind its own lock.)
+pub struct Listener(AssertUnwindSafe<Subscription>);
 
 #[rustler::resource_impl]
 impl Resource for Listener {
     const IMPLEMENTS_DOWN: bool = true;
 
-    // Not joined here: this runs on a scheduler thread while the owner is
-    // exiting, and the listener thread may be sending to it.
+    // Not joined here: this runs on a scheduler thread.
     fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: Monitor) {
-        self.interrupt();
+        self.0.cancel();
     }
 }
 
-/// The last reference is gone: stop the thread and wait for it to end. It
-/// is out of its blocking call when `interrupt` returns and only has
-/// non-blocking steps left (leave the bus, send nothing), so this is quick;
-/// and no thread of this library outlives its resources, which is what
-/// lets the VM unload an old version of the library safely.
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.interrupt();
-        let _ = self.join();
+/// Where `listen/4` starts from: `join`, `armed` or `acked` (anything
+/// else is badarg, as for every term of the wrong type).
+#[derive(Clone, Copy)]
+enum From {
+    Join,
+    Armed,
+    Acked,
+}
+
+impl<'a> rustler::Decoder<'a> for From {
+    fn decode(term: Term<'a>) -> rustler::NifResult<From> {
+        let atom: rustler::Atom = term.decode()?;
+        [
+            (join(), From::Join),
+            (armed(), From::Armed),
+            (acked(), From::Acked),
+        ]
+        .into_iter()
+        .find(|(a, _)| *a == atom)
+        .map(|(_, from)| from)
+        .ok_or(rustler::Error::BadArg)
+    }
+}
+
+/// A standing handed over (`armed` | `acked`).
+#[derive(NifUnitEnum)]
+enum StandingAtom {
+    Armed,
+    Acked,
+}
+
+/// The notices of one listener, sent to its owner with its tag.
+struct Mailer {
+    owner: LocalPid,
+    env: OwnedEnv,
+    tag_env: OwnedEnv,
+    tag: SavedTerm,
+}
+
+impl Mailer {
+    /// Sends `{Name, Tag}` or `{Name, Tag, Extra}`. Only on the listener
+    /// thread (never a scheduler thread).
+    fn send(&mut self, make: impl for<'e> FnOnce(Env<'e>, Term<'e>) -> Term<'e>) {
+        let (tag_env, tag) = (&self.tag_env, &self.tag);
+        let _ = self.env.send_and_clear(&self.owner, |e| {
+            let tag = tag_env.run(|te| tag.load(te).in_env(e));
+            make(e, tag)
+        });
     }
 }
 
@@ -101,134 +109,110 @@ fn listen<'a>(
     at: Binary<'a>,
     owner: LocalPid,
     tag: Term<'a>,
-    from: Atom,
-) -> rustler::NifResult<Term<'a>> {
-    let from = if from == join() {
-        None
-    } else if from == armed() {
-        Some(Standing::Armed)
-    } else if from == acked() {
-        Some(Standing::Acked)
-    } else {
-        return Err(rustler::Error::BadArg);
-    };
-    let bus = match Bus::open(path(&at), Access::ReadOnly) {
-        Ok(bus) => bus,
-        Err(e) => return Ok(term::failure(env, &e)),
-    };
-    let token = StopToken::new();
-    let keep = Arc::new(AtomicBool::new(false));
+    from: From,
+) -> Result<ResourceArc<Listener>, Failure> {
     let tag_env = OwnedEnv::new();
     let saved = tag_env.save(tag);
-    let (thread_token, thread_keep) = (token.clone(), keep.clone());
-    let spawned = thread::Builder::new()
-        .name("bus_listener".into())
-        .stack_size(STACK_SIZE)
-        .spawn(move || run(bus, from, thread_token, thread_keep, owner, tag_env, saved));
-    let handle = match spawned {
-        Ok(handle) => handle,
-        Err(e) => {
-            let e = bus::Error::Os {
-                context: "spawn listener thread".into(),
-                source: e,
-            };
-            return Ok(term::failure(env, &e));
+    let mailer = Mutex::new(Mailer {
+        owner,
+        env: OwnedEnv::new(),
+        tag_env,
+        tag: saved,
+    });
+    let notify = move |notice: Notice<'_>| {
+        let mut mailer = mailer.lock().unwrap_or_else(|e| e.into_inner());
+        match notice {
+            Notice::Listening => mailer.send(|e, tag| (bus_listening(), tag).encode(e)),
+            Notice::Ready => mailer.send(|e, tag| (bus_ready(), tag).encode(e)),
+            Notice::Failed(err) => {
+                mailer.send(|e, tag| (bus_listener_down(), tag, Failure::from(err)).encode(e))
+            }
         }
     };
-    let listener = ResourceArc::new(Listener {
-        token,
-        keep,
-        thread: Mutex::new(Some(handle)),
-    });
+    let options = SubscribeOptions {
+        // As before this module had a queue: the owner is never made to
+        // hold the bus (flow control comes with the credit window).
+        capacity: usize::MAX,
+        overflow: Overflow::Hold,
+        from: match from {
+            From::Join => None,
+            From::Armed => Some(Standing::Armed),
+            From::Acked => Some(Standing::Acked),
+        },
+        ready_fd: false,
+        notify: Some(Box::new(notify)),
+    };
+    let subscription = Subscription::spawn(path(&at), options)?;
+    let listener = ResourceArc::new(Listener(AssertUnwindSafe(subscription)));
     if env.monitor(&listener, &owner).is_none() {
         // The owner is already dead.
-        listener.interrupt();
+        listener.0.cancel();
     }
-    Ok(ok_tuple(env, listener))
+    Ok(listener)
 }
 
-/// `stop_listener(Listener) -> ok`: returns once the thread has left the
+/// `take(Listener, Max) -> [Binary | {own, Binary} | {dropped, N}]`: up to
+/// `Max` items waiting, oldest first; `{own, Binary}` for a message this
+/// node's OS process broadcast. Never blocks.
+#[rustler::nif]
+fn take(env: Env<'_>, listener: ResourceArc<Listener>, max: usize) -> Vec<Term<'_>> {
+    listener
+        .0
+        .drain(max)
+        .into_iter()
+        .map(|item| match item {
+            Item::Message { bytes, own: false } => term::binary(env, &bytes),
+            Item::Message { bytes, own: true } => (own(), term::binary(env, &bytes)).encode(env),
+            Item::Dropped(n) => (dropped(), n).encode(env),
+        })
+        .collect()
+}
+
+/// `stop_listener(Listener) -> ok`: returns once the listener has left the
 /// bus (the listener count is back to what it was before it joined).
 #[rustler::nif(schedule = "DirtyIo")]
-fn stop_listener(env: Env<'_>, listener: ResourceArc<Listener>) -> Term<'_> {
-    listener.interrupt();
-    let _ = listener.join();
-    term::ok().encode(env)
+fn stop_listener(listener: ResourceArc<Listener>) -> Done {
+    listener.0.stop();
+    Done(Ok(()))
 }
 
 /// `detach_listener(Listener) -> {ok, armed | acked} | {error, Reason}`:
-/// stops the thread without leaving the bus and returns once it has ended
-/// (it sends nothing after that); the standing is for `listen/4`. `Reason`
-/// is `closed` if the listener was already stopped or detached, `left` if
-/// its owner is gone, or why its loop failed.
+/// stops the listener without leaving the bus and returns once its thread
+/// has ended (nothing is sent after that); the standing is for `listen/4`.
+/// `Reason` is why the listener failed, or `closed` if it was already
+/// stopped or detached.
 #[rustler::nif(schedule = "DirtyIo")]
-fn detach_listener(env: Env<'_>, listener: ResourceArc<Listener>) -> Term<'_> {
-    listener.keep.store(true, Ordering::SeqCst);
-    listener.interrupt();
-    match listener.join() {
-        Some(Exit::Detached(Standing::Armed)) => ok_tuple(env, armed()),
-        Some(Exit::Detached(Standing::Acked)) => ok_tuple(env, acked()),
-        Some(Exit::Left) => (term::error(), left()).encode(env),
-        Some(Exit::Failed(e)) => term::failure(env, &e),
-        None => (term::error(), closed()).encode(env),
+fn detach_listener(listener: ResourceArc<Listener>) -> Result<StandingAtom, Failure> {
+    match listener.0.detach() {
+        Some(Standing::Armed) => Ok(StandingAtom::Armed),
+        Some(Standing::Acked) => Ok(StandingAtom::Acked),
+        None => Err(listener
+            .0
+            .take_failure()
+            .map_or(Failure::Closed, Failure::from)),
     }
 }
 
-/// The listener thread's body.
-fn run(
-    bus: Bus,
-    from: Option<Standing>,
-    token: StopToken,
-    keep: Arc<AtomicBool>,
-    owner: LocalPid,
-    tag_env: OwnedEnv,
-    tag: SavedTerm,
-) -> Exit {
-    let mut env = OwnedEnv::new();
-    let mut send = |make: &dyn for<'e> Fn(Env<'e>, Term<'e>) -> Term<'e>| {
-        env.send_and_clear(&owner, |e| {
-            let tag = tag_env.run(|te| tag.load(te).in_env(e));
-            make(e, tag)
-        })
-        .is_ok()
-    };
-    let options = ReadOptions {
-        deadline: None,
-        stop: Some(&token),
-    };
-    // A stop is seen by the loop's next wait, which then hands the standing
-    // back instead of leaving; the callback only stops (and leaves) when
-    // the owner is gone. A message taken is always sent.
-    let result = bus.read_handover(from, &options, |event| {
-        let sent = match event {
-            Event::Listening => send(&|e, tag| (term::bus_listening(), tag).encode(e)),
-            Event::Message(bytes) => {
-                send(&|e, tag| (term::bus_message(), tag, term::binary(e, bytes)).encode(e))
-            }
-        };
-        if sent {
-            Flow::Continue
-        } else {
-            Flow::Stop
-        }
-    });
-    match result {
-        Ok(Some(standing)) if keep.load(Ordering::SeqCst) => Exit::Detached(standing),
-        Ok(Some(standing)) => {
-            leave(&bus, standing);
-            Exit::Left
-        }
-        Ok(None) => Exit::Left,
-        Err(e @ bus::Error::Interrupted) => Exit::Failed(e),
-        Err(e) => {
-            send(&|env, tag| (term::bus_listener_down(), tag, term::reason(env, &e)).encode(env));
-            Exit::Failed(e)
-        }
-    }
+/// What `listener_info/1` returns.
+#[derive(NifMap)]
+struct Info {
+    taken: u64,
+    delivered: u64,
+    dropped: u64,
+    queued: u64,
+    held_us: u64,
 }
 
-/// Leaves the bus from a standing: take it over and stop at once (the
-/// core leaves as the loop ends).
-fn leave(bus: &Bus, standing: Standing) {
-    let _ = bus.read_handover(Some(standing), &ReadOptions::default(), |_| Flow::Stop);
+/// `listener_info(Listener) -> #{taken, delivered, dropped, queued,
+/// held_us}`: the listener's counters.
+#[rustler::nif]
+fn listener_info(listener: ResourceArc<Listener>) -> Info {
+    let c: Counters = listener.0.counters();
+    Info {
+        taken: c.taken,
+        delivered: c.delivered,
+        dropped: c.dropped,
+        queued: c.queued,
+        held_us: u64::try_from(c.held.as_micros()).unwrap_or(u64::MAX),
+    }
 }

@@ -1,15 +1,15 @@
-//! Decoding of the shared argument types and encoding of core errors.
+//! The terms shared by the NIFs: pathnames, and the one encoding of
+//! failures (`{error, Reason}`).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustler::{Atom, Binary, Encoder, Env, Term};
 
 rustler::atoms! {
     ok,
     error,
-    infinity,
     message_too_long,
     message_contains_nul,
     enoent,
@@ -22,19 +22,13 @@ rustler::atoms! {
     timeout_after_publish,
     interrupted,
     os_error,
-    bus_listening,
-    bus_message,
-    bus_listener_down,
+    closed,
+
 }
 
 /// A pathname given as a binary (the Erlang side converts strings).
 pub fn path<'a>(bytes: &'a Binary<'_>) -> &'a Path {
     Path::new(OsStr::from_bytes(bytes.as_slice()))
-}
-
-/// A pathname as an Erlang binary.
-pub fn path_term<'a>(env: Env<'a>, path: &Path) -> Term<'a> {
-    binary(env, path.as_os_str().as_bytes())
 }
 
 /// A fresh binary holding `bytes`.
@@ -44,38 +38,116 @@ pub fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
     bin.release(env).encode(env)
 }
 
-/// `{error, Reason}` naming the problem:
-/// `message_too_long`, `message_contains_nul`, `enoent`, `eexist`,
-/// `eacces`, `{invalid_bus_file, Path}`, `gone`, `busy` (no-wait and another
-/// writer holds the bus), `timeout` (nothing was published),
-/// `timeout_after_publish` (some listeners may have the message),
-/// `interrupted`, or `{os_error, Errno, Context}` for anything else.
-pub fn failure<'a>(env: Env<'a>, err: &bus::Error) -> Term<'a> {
-    (error(), reason(env, err)).encode(env)
+/// A pathname as an Erlang binary.
+pub struct PathTerm(pub PathBuf);
+
+impl Encoder for PathTerm {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        path_term(env, &self.0)
+    }
 }
 
-/// The `Reason` of [`failure`].
-pub fn reason<'a>(env: Env<'a>, err: &bus::Error) -> Term<'a> {
-    use bus::Error as E;
-    let atom = |a: Atom| a.encode(env);
-    match err {
-        E::MessageTooLong { .. } => atom(message_too_long()),
-        E::MessageContainsNul { .. } => atom(message_contains_nul()),
-        E::NotFound { .. } => atom(enoent()),
-        E::AlreadyExists { .. } => atom(eexist()),
-        E::PermissionDenied { .. } => atom(eacces()),
-        E::InvalidBusFile { path, .. } => (invalid_bus_file(), path_term(env, path)).encode(env),
-        E::Gone { .. } => atom(gone()),
-        E::WouldBlock => atom(busy()),
-        E::TimedOut => atom(timeout()),
-        E::TimedOutAfterPublish => atom(timeout_after_publish()),
-        E::Interrupted => atom(interrupted()),
-        other => (
-            os_error(),
-            errno_term(env, other.errno()),
-            binary(env, other.to_string().as_bytes()),
-        )
-            .encode(env),
+fn path_term<'a>(env: Env<'a>, path: &Path) -> Term<'a> {
+    binary(env, path.as_os_str().as_bytes())
+}
+
+/// Why a NIF failed: the `Reason` of `{error, Reason}`. Plain data (the
+/// core's error, turned into what Erlang will see), so that NIFs can
+/// return it: `message_too_long`, `message_contains_nul`, `enoent`,
+/// `eexist`, `eacces`, `{invalid_bus_file, Path}`, `gone`, `busy` (no-wait
+/// and another writer holds the bus), `timeout` (nothing was published),
+/// `timeout_after_publish` (some listeners may have the message),
+/// `interrupted`, `closed` (the handle was closed, or the listener
+/// was not on the bus), or `{os_error, Errno, Context}` for anything else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    MessageTooLong,
+    MessageContainsNul,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    InvalidBusFile(PathBuf),
+    Gone,
+    Busy,
+    Timeout,
+    TimeoutAfterPublish,
+    Interrupted,
+    Closed,
+    Os { errno: i32, context: String },
+}
+
+impl From<&bus::Error> for Failure {
+    fn from(err: &bus::Error) -> Failure {
+        use bus::Error as E;
+        match err {
+            E::MessageTooLong { .. } => Failure::MessageTooLong,
+            E::MessageContainsNul { .. } => Failure::MessageContainsNul,
+            E::NotFound { .. } => Failure::NotFound,
+            E::AlreadyExists { .. } => Failure::AlreadyExists,
+            E::PermissionDenied { .. } => Failure::PermissionDenied,
+            E::InvalidBusFile { path, .. } => Failure::InvalidBusFile(path.clone()),
+            E::Gone { .. } => Failure::Gone,
+            E::WouldBlock => Failure::Busy,
+            E::TimedOut => Failure::Timeout,
+            E::TimedOutAfterPublish => Failure::TimeoutAfterPublish,
+            E::Interrupted => Failure::Interrupted,
+            other => Failure::Os {
+                errno: other.errno(),
+                context: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<bus::Error> for Failure {
+    fn from(err: bus::Error) -> Failure {
+        Failure::from(&err)
+    }
+}
+
+/// The one encoding of failures.
+impl Encoder for Failure {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        let atom = |a: Atom| a.encode(env);
+        match self {
+            Failure::MessageTooLong => atom(message_too_long()),
+            Failure::MessageContainsNul => atom(message_contains_nul()),
+            Failure::NotFound => atom(enoent()),
+            Failure::AlreadyExists => atom(eexist()),
+            Failure::PermissionDenied => atom(eacces()),
+            Failure::InvalidBusFile(path) => (invalid_bus_file(), path_term(env, path)).encode(env),
+            Failure::Gone => atom(gone()),
+            Failure::Busy => atom(busy()),
+            Failure::Timeout => atom(timeout()),
+            Failure::TimeoutAfterPublish => atom(timeout_after_publish()),
+            Failure::Interrupted => atom(interrupted()),
+            Failure::Closed => atom(closed()),
+
+            Failure::Os { errno, context } => (
+                os_error(),
+                errno_term(env, *errno),
+                binary(env, context.as_bytes()),
+            )
+                .encode(env),
+        }
+    }
+}
+
+/// `ok`, or `{error, Reason}`.
+pub struct Done(pub Result<(), Failure>);
+
+impl Encoder for Done {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        match &self.0 {
+            Ok(()) => ok().encode(env),
+            Err(e) => (error(), e).encode(env),
+        }
+    }
+}
+
+impl From<bus::Result<()>> for Done {
+    fn from(result: bus::Result<()>) -> Done {
+        Done(result.map_err(Failure::from))
     }
 }
 
@@ -100,23 +172,5 @@ fn errno_term(env: Env<'_>, errno: i32) -> Term<'_> {
     match NAMES.iter().find(|(n, _)| *n == errno) {
         Some((_, name)) => Atom::from_str(env, name).map_or(errno.encode(env), |a| a.encode(env)),
         None => errno.encode(env),
-    }
-}
-
-/// Whether `term` is the atom `atom`.
-pub fn is(term: Term<'_>, atom: Atom) -> bool {
-    term.decode::<Atom>().is_ok_and(|a| a == atom)
-}
-
-/// `{ok, Value}`.
-pub fn ok_tuple<'a>(env: Env<'a>, value: impl Encoder) -> Term<'a> {
-    (ok(), value).encode(env)
-}
-
-/// `ok` or `{error, Reason}`.
-pub fn unit<'a>(env: Env<'a>, result: bus::Result<()>) -> Term<'a> {
-    match result {
-        Ok(()) => ok().encode(env),
-        Err(e) => failure(env, &e),
     }
 }

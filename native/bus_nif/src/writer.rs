@@ -5,11 +5,11 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use bus::{Access, Bus, Deadline, Message, WriteOptions};
-use rustler::{Binary, Encoder, Env, Resource, ResourceArc, Term};
+use rustler::{Binary, Decoder, NifResult, Resource, ResourceArc, Term};
 
-use crate::term::{self, ok_tuple, path};
+use crate::term::{path, Done, Failure};
 
-rustler::atoms! { closed }
+rustler::atoms! { infinity }
 
 /// An open bus used for broadcasting. `None` once closed: broadcasts then
 /// fail with `{error, closed}`.
@@ -18,50 +18,53 @@ pub struct Writer(RwLock<Option<Bus>>);
 #[rustler::resource_impl]
 impl Resource for Writer {}
 
+/// A timeout in milliseconds, or `infinity`.
+struct Timeout(Option<Duration>);
+
+impl<'a> Decoder<'a> for Timeout {
+    fn decode(term: Term<'a>) -> NifResult<Timeout> {
+        if term
+            .decode::<rustler::Atom>()
+            .is_ok_and(|a| a == infinity())
+        {
+            Ok(Timeout(None))
+        } else {
+            Ok(Timeout(Some(Duration::from_millis(term.decode()?))))
+        }
+    }
+}
+
 /// `open_writer(Path) -> {ok, Writer} | {error, Reason}`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn open_writer<'a>(env: Env<'a>, at: Binary<'a>) -> Term<'a> {
-    match Bus::open(path(&at), Access::Write) {
-        Ok(bus) => ok_tuple(env, ResourceArc::new(Writer(RwLock::new(Some(bus))))),
-        Err(e) => term::failure(env, &e),
-    }
+fn open_writer(at: Binary) -> Result<ResourceArc<Writer>, Failure> {
+    let bus = Bus::open(path(&at), Access::Write)?;
+    Ok(ResourceArc::new(Writer(RwLock::new(Some(bus)))))
 }
 
 /// `broadcast(Writer, Message, Timeout, NoWait) -> ok | {error, Reason}`,
 /// `Timeout` in milliseconds or `infinity`; it bounds every wait.
 #[rustler::nif(schedule = "DirtyIo")]
-fn broadcast<'a>(
-    env: Env<'a>,
-    writer: ResourceArc<Writer>,
-    message: Binary<'a>,
-    timeout: Term<'a>,
-    nowait: bool,
-) -> rustler::NifResult<Term<'a>> {
-    let deadline = if term::is(timeout, term::infinity()) {
-        None
-    } else {
-        Some(Deadline::after(Duration::from_millis(timeout.decode()?)))
-    };
+fn broadcast(writer: ResourceArc<Writer>, message: Binary, timeout: Timeout, nowait: bool) -> Done {
     let message = match Message::new(message.as_slice()) {
         Ok(m) => m,
-        Err(e) => return Ok(term::failure(env, &e)),
+        Err(e) => return Err::<(), _>(e).into(),
     };
     let guard = writer.0.read().unwrap_or_else(|e| e.into_inner());
     let Some(bus) = guard.as_ref() else {
-        return Ok((term::error(), closed()).encode(env));
+        return Done(Err(Failure::Closed));
     };
     let options = WriteOptions {
         nowait,
-        deadline,
+        deadline: timeout.0.map(Deadline::after),
         stop: None,
     };
-    Ok(term::unit(env, bus.write_with(&message, &options)))
+    bus.write_with(&message, &options).into()
 }
 
 /// `close_writer(Writer) -> ok`: detaches the bus now rather than at
 /// garbage collection (waits for broadcasts in progress on this handle).
 #[rustler::nif(schedule = "DirtyIo")]
-fn close_writer(env: Env<'_>, writer: ResourceArc<Writer>) -> Term<'_> {
+fn close_writer(writer: ResourceArc<Writer>) -> Done {
     writer.0.write().unwrap_or_else(|e| e.into_inner()).take();
-    term::ok().encode(env)
+    Done(Ok(()))
 }

@@ -1,30 +1,34 @@
-%% @doc The native functions (native/bus_nif), native version 3. The
+%% @doc The native functions (native/bus_nif), native version 4. The
 %% module is named after the native version so that the next version's
 %% module and library can be loaded side by side with this one during a
 %% hot upgrade; other modules call it as `?NIF' (include/bus_nif.hrl).
 %% Use the `bus' and `bus_srv' modules instead: they validate the
 %% arguments.
--module(bus_nif_3).
+-module(bus_nif_4).
 
 -export([create/2, remove/1, chmod/2, chown/3, stat/1]).
 -export([open_writer/1, broadcast/4, close_writer/1]).
--export([listen/3, listen/4, stop_listener/1, detach_listener/1]).
+-export([listen/3, listen/4, take/2, stop_listener/1, detach_listener/1, listener_info/1]).
 -export([native_version/0]).
 
 -on_load(init/0).
 
 -nifs([create/2, remove/1, chmod/2, chown/3, stat/1,
        open_writer/1, broadcast/4, close_writer/1,
-       listen/4, stop_listener/1, detach_listener/1, native_version/0]).
+       listen/4, take/2, stop_listener/1, detach_listener/1, listener_info/1,
+       native_version/0]).
 
--export_type([writer/0, listener/0, standing/0, reason/0]).
+-export_type([writer/0, listener/0, standing/0, reason/0, item/0]).
 
 -opaque writer() :: reference().
 -opaque listener() :: reference().
 -type standing() :: armed | acked.
+%% What take/2 returns: a message, one this OS process broadcast itself,
+%% or how many messages were dropped at that point of the stream.
+-type item() :: binary() | {own, binary()} | {dropped, pos_integer()}.
 -type reason() :: message_too_long | message_contains_nul | enoent | eexist
                 | eacces | {invalid_bus_file, binary()} | gone | busy
-                | timeout | timeout_after_publish | interrupted | closed | left
+                | timeout | timeout_after_publish | interrupted | closed
                 | {os_error, atom() | integer(), binary()}.
 
 %% API.
@@ -60,28 +64,43 @@ close_writer(_Writer) -> erlang:nif_error(not_loaded).
 listen(Path, Owner, Tag) ->
     listen(Path, Owner, Tag, join).
 
-%% Starts a native listener thread that sends Owner {bus_listening, Tag},
-%% then {bus_message, Tag, Binary} for each message, or
-%% {bus_listener_down, Tag, Reason} if it ends other than by a stop or a
-%% detach. From is join (join the bus), or a standing returned by
-%% detach_listener/1 of any native version in this node, for the same bus:
-%% the new listener takes the old one's place, and gets every message the
-%% old one did not. It stops when stop_listener/1 is called, when the
-%% resource is garbage collected, or when Owner dies.
+%% Starts a native listener (a thread feeding a queue) that sends Owner
+%% {bus_listening, Tag} once counted on the bus, then {bus_ready, Tag}
+%% whenever its queue, empty until then, has something to take/2; or
+%% {bus_listener_down, Tag, Reason} if it fails (the bus was removed). From
+%% is join (join the bus), or a standing returned by detach_listener/1 of
+%% any native version in this node, for the same bus: the new listener
+%% takes the old one's place, and gets every message the old one did not.
+%% It stops when stop_listener/1 is called, when the resource is garbage
+%% collected, or when Owner dies.
 -spec listen(binary(), pid(), term(), join | standing()) ->
     {ok, listener()} | {error, reason()}.
 listen(_Path, _Owner, _Tag, _From) -> erlang:nif_error(not_loaded).
+
+%% Up to Max items the listener has queued, oldest first. Never blocks.
+-spec take(listener(), pos_integer()) -> [item()].
+take(_Listener, _Max) -> erlang:nif_error(not_loaded).
+
+%% The listener's counters: messages taken from the bus, delivered
+%% through take/2, dropped, queued now, and the microseconds it held the
+%% bus because its queue was full.
+-spec listener_info(listener()) ->
+    #{taken := non_neg_integer(), delivered := non_neg_integer(),
+      dropped := non_neg_integer(), queued := non_neg_integer(),
+      held_us := non_neg_integer()}.
+listener_info(_Listener) -> erlang:nif_error(not_loaded).
 
 %% Returns once the listener has left the bus.
 -spec stop_listener(listener()) -> ok.
 stop_listener(_Listener) -> erlang:nif_error(not_loaded).
 
 %% Stops the listener without leaving the bus and returns its standing,
-%% once its thread has ended: it sends nothing after this returns.
+%% once its thread has ended: it sends and queues nothing after this
+%% returns; what it had queued is still there for take/2.
 -spec detach_listener(listener()) -> {ok, standing()} | {error, reason()}.
 detach_listener(_Listener) -> erlang:nif_error(not_loaded).
 
-%% The native version of the loaded library (3): it must match this
+%% The native version of the loaded library (4): it must match this
 %% module's name.
 -spec native_version() -> pos_integer().
 native_version() -> erlang:nif_error(not_loaded).
