@@ -12,18 +12,15 @@
 //! before blocking; the CPU time used per broadcast is printed either way.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bus::{Access, Bus, Clock, Event, Flow, Message};
+use bus::{Access, Bus, Clock, Message};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("listen") => listen(&args[1], &args[2], spin_of(&args)),
-        Some("pipe-echo") => pipe_echo(),
-        _ => bench(&args),
-    }
+    bench(&args);
 }
 
 fn spin_of(args: &[String]) -> Duration {
@@ -35,6 +32,23 @@ fn spin_of(args: &[String]) -> Duration {
 
 fn now_ns() -> u64 {
     Clock::Monotonic.now().as_nanos() as u64
+}
+
+/// The helper program (test/peer.rs) that plays the listeners and the
+/// pipe's other end, next to this example; built first if missing (`cargo
+/// run --example bench` builds this example only).
+fn peer() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let peer = exe.with_file_name("peer");
+    if !peer.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "--release", "--example", "peer"])
+            .status()
+            .expect("run cargo");
+        assert!(built.success() && peer.exists(), "cannot build the peer");
+    }
+    peer
 }
 
 /// CPU time (user + system) of this process and its reaped children.
@@ -50,65 +64,9 @@ fn cpu_time() -> Duration {
         + usage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
 }
 
-/// A listener process: prints `ready`, then on `end` prints its latencies
-/// (nanoseconds, sorted) as one line.
-fn listen(path: &str, mode: &str, spin: Duration) {
-    let mut bus = Bus::open(path, Access::ReadOnly).expect("open");
-    bus.set_spin(spin);
-    let mut latencies = Vec::with_capacity(1 << 20);
-    let mut on_message = |m: &[u8]| -> bool {
-        let now = now_ns();
-        if m.starts_with(b"end") {
-            return false;
-        }
-        let end = m.iter().position(|&b| b == b' ').unwrap_or(m.len());
-        let sent: u64 = std::str::from_utf8(&m[..end]).unwrap().parse().unwrap();
-        latencies.push(now.saturating_sub(sent));
-        true
-    };
-    let ready = || {
-        println!("ready");
-        std::io::stdout().flush().unwrap();
-    };
-    if mode == "poll" {
-        let mut poller = bus.poller().expect("poller");
-        ready();
-        while on_message(poller.poll().expect("poll")) {}
-    } else {
-        bus.read(|e| match e {
-            Event::Listening => {
-                ready();
-                Flow::Continue
-            }
-            Event::Message(m) if on_message(m) => Flow::Continue,
-            Event::Message(_) => Flow::Stop,
-        })
-        .expect("read");
-    }
-    latencies.sort_unstable();
-    let line: Vec<String> = latencies.iter().map(u64::to_string).collect();
-    println!("{}", line.join(" "));
-}
-
-/// The child side of the pipe round trip: echoes each byte back.
-fn pipe_echo() {
-    let mut input = std::io::stdin().lock();
-    let mut output = std::io::stdout().lock();
-    let mut byte = [0u8; 1];
-    while input.read_exact(&mut byte).is_ok() {
-        if output
-            .write_all(&byte)
-            .and_then(|()| output.flush())
-            .is_err()
-        {
-            break;
-        }
-    }
-}
-
 /// Mean time of a blocking one-byte round trip through two pipes.
 fn pipe_round_trip(rounds: u32) -> Duration {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(peer())
         .arg("pipe-echo")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -161,11 +119,10 @@ fn run(
 ) -> Row {
     let mut children: Vec<_> = (0..listeners)
         .map(|_| {
-            let mut c = Command::new(std::env::current_exe().unwrap())
-                .arg("listen")
+            let mut c = Command::new(peer())
+                .arg("latency")
                 .arg(path)
                 .arg(mode)
-                .arg("--spin")
                 .arg(spin.as_micros().to_string())
                 .stdout(Stdio::piped())
                 .spawn()

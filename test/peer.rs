@@ -1,88 +1,216 @@
-//! A test peer: one process that listens or broadcasts on a bus, driven by
-//! the multi-process tests (stress, faults). Built as a cargo example so
-//! `cargo test` builds it; not a product.
+//! The one helper program of the multi-process tests and the benchmarks:
+//! a process that listens or broadcasts on a bus, driven by its arguments.
+//! Built as a cargo example so `cargo test` builds it; not a product.
 //!
 //! ```text
-//! peer read  PATH [LEAVE_AFTER]   listen with the callback loop
-//! peer poll  PATH [LEAVE_AFTER]   listen with a poller
-//! peer write PATH COUNT TAG       broadcast "TAG 0" .. "TAG COUNT-1"
+//! peer read  PATH [LEAVE_AFTER]   listen with the callback loop: "ready",
+//! peer poll  PATH [LEAVE_AFTER]   then each message on a line, until "end"
+//!                                 or LEAVE_AFTER messages (stress, faults)
+//! peer latency PATH read|poll SPIN_US
+//!                                 "ready", then, at "end", the latencies in
+//!                                 ns of the messages (each starts with its
+//!                                 send time) on one line, sorted (bench)
+//! peer count PATH N               "ready", take N messages, print "<N>
+//!                                 <seconds from the first to the last>"
+//! peer write PATH COUNT TAG       broadcast "TAG 0" .. "TAG COUNT-1", "done"
+//! peer broadcast PATH N           broadcast N messages, print "<N> <seconds>"
+//! peer feed PATH... RATE          until SIGTERM/SIGINT, rounds 1, 2, ...
+//!                                 ("<i>" on each bus in turn), RATE rounds a
+//!                                 second; print "<rounds> <seconds>", every
+//!                                 round whole (the hot-upgrade test)
+//! peer pipe-echo                  echo each byte of stdin (the benchmark's
+//!                                 pipe round trip)
 //! ```
-//! A listener prints `ready` once counted on the bus, then one line per
-//! message, and exits after the message `end` (or after LEAVE_AFTER
-//! messages). A writer prints `done` after its last broadcast.
+//! "ready" means counted on the bus: no later broadcast is missed.
 
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use bus::{Access, Bus, Event, Flow, Message};
+use bus::{Access, Bus, Clock, Event, Flow, Message, StopToken};
 
-fn main() {
+type Outcome = Result<(), Box<dyn std::error::Error>>;
+
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let role = args.first().map(String::as_str).unwrap_or("");
-    let path = args.get(1).expect("PATH");
+    let arg = |i: usize| -> &str { args.get(i).map(String::as_str).unwrap_or("") };
     let result = match role {
-        "read" | "poll" => listen(
-            path,
-            role == "poll",
-            args.get(2).map(|n| n.parse().expect("LEAVE_AFTER")),
-        ),
-        "write" => write(path, args[2].parse().expect("COUNT"), &args[3]),
-        _ => panic!("unknown role {role:?}"),
+        "read" | "poll" => listen_lines(arg(1), role == "poll", arg(2).parse().ok()),
+        "latency" => latency(arg(1), arg(2) == "poll", arg(3)),
+        "count" => count(arg(1), arg(2)),
+        "write" => write(arg(1), arg(2), arg(3)),
+        "broadcast" => broadcast(arg(1), arg(2)),
+        "feed" if args.len() >= 3 => feed(&args[1..args.len() - 1], arg(args.len() - 1)),
+        "pipe-echo" => pipe_echo(),
+        _ => Err(format!("unknown role {role:?} (see test/peer.rs)").into()),
     };
-    if let Err(e) = result {
-        eprintln!("peer {role}: {e}");
-        std::process::exit(1);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("peer {role}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-fn listen(path: &str, poll: bool, leave_after: Option<u64>) -> bus::Result<()> {
+/// Listens (read loop or poller) and hands each message to `each` until it
+/// returns false; `ready` is called once counted on the bus.
+fn listen(
+    bus: &Bus,
+    poll: bool,
+    mut ready: impl FnMut(),
+    mut each: impl FnMut(&[u8]) -> bool,
+) -> bus::Result<()> {
+    if poll {
+        let mut poller = bus.poller()?;
+        ready();
+        while each(poller.poll()?) {}
+        Ok(())
+    } else {
+        bus.read(|event| match event {
+            Event::Listening => {
+                ready();
+                Flow::Continue
+            }
+            Event::Message(m) if each(m) => Flow::Continue,
+            Event::Message(_) => Flow::Stop,
+        })
+    }
+}
+
+fn say_ready() {
+    println!("ready");
+    let _ = std::io::stdout().flush();
+}
+
+fn listen_lines(path: &str, poll: bool, leave_after: Option<u64>) -> Outcome {
     let bus = Bus::open(path, Access::ReadOnly)?;
     let stdout = std::io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let out = std::cell::RefCell::new(BufWriter::with_capacity(1 << 16, stdout.lock()));
     let mut seen = 0u64;
-    // Returns whether to keep listening.
-    let mut take = |out: &mut BufWriter<_>, m: &[u8]| {
+    let ready = || {
+        let mut out = out.borrow_mut();
+        out.write_all(b"ready\n")
+            .and_then(|()| out.flush())
+            .expect("stdout");
+    };
+    listen(&bus, poll, ready, |m| {
         if m == b"end" {
             return false;
         }
+        let mut out = out.borrow_mut();
         out.write_all(m)
             .and_then(|()| out.write_all(b"\n"))
             .expect("stdout");
         seen += 1;
         leave_after != Some(seen)
-    };
-    let ready = |out: &mut BufWriter<_>| {
-        out.write_all(b"ready\n")
-            .and_then(|()| out.flush())
-            .expect("stdout");
-    };
-    if poll {
-        let mut poller = bus.poller()?;
-        ready(&mut out);
-        loop {
-            let m = poller.poll()?;
-            if !take(&mut out, m) {
-                break;
-            }
-        }
-    } else {
-        bus.read(|event| match event {
-            Event::Listening => {
-                ready(&mut out);
-                Flow::Continue
-            }
-            Event::Message(m) if take(&mut out, m) => Flow::Continue,
-            Event::Message(_) => Flow::Stop,
-        })?;
-    }
-    out.flush().expect("stdout");
+    })?;
+    out.borrow_mut().flush()?;
     Ok(())
 }
 
-fn write(path: &str, count: u64, tag: &str) -> bus::Result<()> {
+fn now_ns() -> u64 {
+    Clock::Monotonic.now().as_nanos() as u64
+}
+
+fn latency(path: &str, poll: bool, spin_us: &str) -> Outcome {
+    let mut bus = Bus::open(path, Access::ReadOnly)?;
+    bus.set_spin(Duration::from_micros(spin_us.parse()?));
+    let mut latencies = Vec::with_capacity(1 << 20);
+    listen(&bus, poll, say_ready, |m| {
+        let now = now_ns();
+        if m.starts_with(b"end") {
+            return false;
+        }
+        let end = m.iter().position(|&b| b == b' ').unwrap_or(m.len());
+        let sent: u64 = std::str::from_utf8(&m[..end])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .expect("a message starting with its send time");
+        latencies.push(now.saturating_sub(sent));
+        true
+    })?;
+    latencies.sort_unstable();
+    let line: Vec<String> = latencies.iter().map(u64::to_string).collect();
+    println!("{}", line.join(" "));
+    Ok(())
+}
+
+fn count(path: &str, n: &str) -> Outcome {
+    let n: u64 = n.parse()?;
+    let bus = Bus::open(path, Access::ReadOnly)?;
+    let (mut seen, mut first) = (0u64, None);
+    listen(&bus, false, say_ready, |_| {
+        first.get_or_insert_with(Instant::now);
+        seen += 1;
+        seen < n
+    })?;
+    let secs = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    println!("{seen} {secs:.6}");
+    Ok(())
+}
+
+fn write(path: &str, count: &str, tag: &str) -> Outcome {
+    let count: u64 = count.parse()?;
     let bus = Bus::open(path, Access::Write)?;
     for i in 0..count {
         bus.write(&Message::new(format!("{tag} {i}"))?)?;
     }
     println!("done");
+    Ok(())
+}
+
+fn broadcast(path: &str, n: &str) -> Outcome {
+    let n: u64 = n.parse()?;
+    let bus = Bus::open(path, Access::Write)?;
+    let message = Message::from_this_process("bench")?;
+    let start = Instant::now();
+    for _ in 0..n {
+        bus.write(&message)?;
+    }
+    println!("{n} {:.6}", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The stop is looked at between rounds only, so every bus gets every round.
+fn feed(paths: &[String], rate: &str) -> Outcome {
+    let rate: u64 = rate.parse()?;
+    let buses = paths
+        .iter()
+        .map(|p| Bus::open(p, Access::Write))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stop = StopToken::on_termination_signals()?;
+    let start = Instant::now();
+    let mut round = 0u64;
+    while !stop.is_stopped() {
+        let message = Message::new((round + 1).to_string())?;
+        for bus in &buses {
+            bus.write(&message)?;
+        }
+        round += 1;
+        // Paced against the start, so a slow round is caught up.
+        let due = Duration::from_secs_f64(round as f64 / rate.max(1) as f64);
+        if let Some(ahead) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
+    println!("{round} {:.6}", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn pipe_echo() -> Outcome {
+    let mut input = std::io::stdin().lock();
+    let mut output = std::io::stdout().lock();
+    let mut byte = [0u8; 1];
+    while input.read_exact(&mut byte).is_ok() {
+        if output
+            .write_all(&byte)
+            .and_then(|()| output.flush())
+            .is_err()
+        {
+            break;
+        }
+    }
     Ok(())
 }
