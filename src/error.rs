@@ -65,6 +65,16 @@ pub enum Error {
         /// What was refused.
         what: &'static str,
     },
+    /// The calling process may not make this change: it does not own the
+    /// bus and is not privileged (`EPERM` from `chown`, `chmod`,
+    /// `IPC_SET`).
+    #[error("{}: operation not permitted ({what})", path.display())]
+    NotPermitted {
+        /// The bus pathname.
+        path: PathBuf,
+        /// What refused.
+        what: &'static str,
+    },
     /// The operation would have to block and was asked not to (another
     /// process is broadcasting, or no message is waiting).
     #[error("operation would block")]
@@ -165,7 +175,11 @@ impl Error {
         match errno {
             Errno::EINTR => Error::Interrupted,
             Errno::EAGAIN => Error::WouldBlock,
-            Errno::EACCES | Errno::EPERM => Error::PermissionDenied {
+            Errno::EACCES => Error::PermissionDenied {
+                path: path_buf,
+                what: object.name(),
+            },
+            Errno::EPERM => Error::NotPermitted {
                 path: path_buf,
                 what: object.name(),
             },
@@ -230,6 +244,7 @@ impl Error {
             Error::AlreadyExists { .. } => libc::EEXIST,
             Error::Gone { .. } => libc::EIDRM,
             Error::PermissionDenied { .. } => libc::EACCES,
+            Error::NotPermitted { .. } => libc::EPERM,
             Error::WouldBlock | Error::TimedOut | Error::TimedOutAfterPublish => libc::EAGAIN,
             Error::Interrupted => libc::EINTR,
             Error::Os { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
@@ -289,13 +304,14 @@ mod tests {
     }
 
     #[test]
-    fn refusals_are_permission_denied_for_every_object() {
+    fn refusals_keep_their_errno_for_every_object() {
         for object in [Object::BusFile, Object::Directory, IPC[0], IPC[1]] {
-            for errno in [Errno::EACCES, Errno::EPERM] {
-                let e = map(errno, object, Op::Open);
-                assert!(matches!(e, Error::PermissionDenied { what, .. } if what == object.name()));
-                assert_eq!(e.errno(), libc::EACCES);
-            }
+            let e = map(Errno::EACCES, object, Op::Open);
+            assert!(matches!(e, Error::PermissionDenied { what, .. } if what == object.name()));
+            assert_eq!(e.errno(), libc::EACCES);
+            let e = map(Errno::EPERM, object, Op::Chmod);
+            assert!(matches!(e, Error::NotPermitted { what, .. } if what == object.name()));
+            assert_eq!(e.errno(), libc::EPERM);
         }
     }
 

@@ -157,7 +157,8 @@ static void test_open_kinds(void)
 	     *dir = test_path("dir"), *loop_a = test_path("loop-a"),
 	     *loop_b = test_path("loop-b"), *dangling = test_path("dangling"),
 	     *nowhere = test_path("nowhere"), *huge = test_path("huge"),
-	     *private_bus = test_path("private");
+	     *private_bus, *open_bus;
+	char shared_dir[] = "/tmp/bus-c-test-XXXXXX";
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	int fd, status;
 	pid_t child;
@@ -191,27 +192,43 @@ static void test_open_kinds(void)
 	expect_refused(huge, EINVAL);
 	expect_refused("/proc/self/status", EINVAL);
 
-	/* Another user: the file (mode 0600, root's) refuses. */
+	/* Another user, in a directory anyone may search: the file (mode
+	 * 0600, root's) refuses; open to all, only its owner may still change
+	 * who owns it or may use it. */
+	CHECK(mkdtemp(shared_dir) != NULL);
+	OK(chmod(shared_dir, 0755));
+	CHECK(asprintf(&private_bus, "%s/private", shared_dir) > 0);
+	CHECK(asprintf(&open_bus, "%s/open", shared_dir) > 0);
 	OK(bus_create(private_bus, BUS_EXCL, NULL));
 	OK(bus_open(&bus, private_bus, BUS_RDONLY));
 	log_keys(&bus);
 	OK(bus_close(&bus));
+	OK(bus_create(open_bus, BUS_EXCL, NULL));
+	OK(bus_open(&bus, open_bus, BUS_RDONLY));
+	log_keys(&bus);
+	OK(bus_close(&bus));
+	OK(bus_chmod(open_bus, 0777));
 	child = fork();
 	CHECK(child >= 0);
 	if (child == 0) {
 		if (setgroups(0, NULL) || setgid(4321) || setuid(4321))
 			_exit(2);
 		expect_refused(private_bus, EACCES);
+		FAILS_WITH(bus_chown(open_bus, 4321, 4321), EPERM);
+		FAILS_WITH(bus_chmod(open_bus, 0700), EPERM);
 		_exit(0);
 	}
 	CHECK(waitpid(child, &status, 0) == child);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	OK(bus_unlink(private_bus));
+	OK(bus_unlink(open_bus));
+	OK(rmdir(shared_dir));
 
 	unlink(fifo), unlink(sock), unlink(chr), unlink(blk), rmdir(dir);
 	unlink(loop_a), unlink(loop_b), unlink(dangling), unlink(huge);
 	free(fifo), free(sock), free(chr), free(blk), free(dir), free(loop_a);
 	free(loop_b), free(dangling), free(nowhere), free(huge), free(private_bus);
+	free(open_bus);
 }
 
 static void test_null_arguments(void)

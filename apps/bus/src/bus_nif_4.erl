@@ -27,7 +27,7 @@
 %% or how many messages were dropped at that point of the stream.
 -type item() :: binary() | {own, binary()} | {dropped, pos_integer()}.
 -type reason() :: message_too_long | message_contains_nul | enoent | eexist
-                | eacces | {invalid_bus_file, binary()} | gone | busy
+                | eacces | eperm | {invalid_bus_file, binary()} | gone | busy
                 | timeout | timeout_after_publish | interrupted | closed
                 | {os_error, atom() | integer(), binary()}.
 

@@ -15,6 +15,7 @@ rustler::atoms! {
     enoent,
     eexist,
     eacces,
+    eperm,
     invalid_bus_file,
     gone,
     busy,
@@ -54,7 +55,7 @@ fn path_term<'a>(env: Env<'a>, path: &Path) -> Term<'a> {
 /// Why a NIF failed: the `Reason` of `{error, Reason}`. Plain data (the
 /// core's error, turned into what Erlang will see), so that NIFs can
 /// return it: `message_too_long`, `message_contains_nul`, `enoent`,
-/// `eexist`, `eacces`, `{invalid_bus_file, Path}`, `gone`, `busy` (no-wait
+/// `eexist`, `eacces`, `eperm` (not the owner), `{invalid_bus_file, Path}`, `gone`, `busy` (no-wait
 /// and another writer holds the bus), `timeout` (nothing was published),
 /// `timeout_after_publish` (some listeners may have the message),
 /// `interrupted`, `closed` (the handle was closed, or the listener
@@ -66,6 +67,7 @@ pub enum Failure {
     NotFound,
     AlreadyExists,
     PermissionDenied,
+    NotPermitted,
     InvalidBusFile(PathBuf),
     Gone,
     Busy,
@@ -85,6 +87,7 @@ impl From<&bus::Error> for Failure {
             E::NotFound { .. } => Failure::NotFound,
             E::AlreadyExists { .. } => Failure::AlreadyExists,
             E::PermissionDenied { .. } => Failure::PermissionDenied,
+            E::NotPermitted { .. } => Failure::NotPermitted,
             E::InvalidBusFile { path, .. } => Failure::InvalidBusFile(path.clone()),
             E::Gone { .. } => Failure::Gone,
             E::WouldBlock => Failure::Busy,
@@ -115,6 +118,7 @@ impl Encoder for Failure {
             Failure::NotFound => atom(enoent()),
             Failure::AlreadyExists => atom(eexist()),
             Failure::PermissionDenied => atom(eacces()),
+            Failure::NotPermitted => atom(eperm()),
             Failure::InvalidBusFile(path) => (invalid_bus_file(), path_term(env, path)).encode(env),
             Failure::Gone => atom(gone()),
             Failure::Busy => atom(busy()),
