@@ -49,17 +49,32 @@ impl Drop for Undo {
 /// [`busfile::runtime_dir`] (made if missing).
 #[doc(alias = "bus_create")]
 pub fn create(path: Option<&Path>, exclusive: bool) -> Result<PathBuf> {
-    let mut undo = Undo::default();
     let (path, file) = match path {
         Some(path) => match busfile::create_exclusive(path) {
             Ok(file) => (path.to_path_buf(), file),
             Err(Error::AlreadyExists { .. }) if !exclusive => return Ok(path.to_path_buf()),
             Err(e) => return Err(e),
         },
-        None => create_random_file()?,
+        None => create_random_file(&busfile::runtime_dir())?,
     };
-    undo.file = Some(path.clone());
+    make_objects(path, file)
+}
 
+/// Creates a bus named `random.<30 characters>` in `dir` (made if
+/// missing, mode 0755) and returns its pathname: [`create`] without a
+/// path, in a directory of the caller's choosing.
+pub fn create_in(dir: impl AsRef<Path>) -> Result<PathBuf> {
+    let (path, file) = create_random_file(dir.as_ref())?;
+    make_objects(path, file)
+}
+
+/// Makes the objects of the bus whose file was just created, and writes
+/// their keys into it; on failure, removes everything, the file included.
+fn make_objects(path: PathBuf, file: fs::File) -> Result<PathBuf> {
+    let mut undo = Undo {
+        file: Some(path.clone()),
+        ..Undo::default()
+    };
     let sem_failed = |e| Error::sys(e, Object::SemaphoreArray, Op::Create, &path);
     let (sem_key, sem) =
         with_random_key(|key| SemId::get(key, Some(DEFAULT_MODE))).map_err(sem_failed)?;
@@ -78,9 +93,8 @@ pub fn create(path: Option<&Path>, exclusive: bool) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn create_random_file() -> Result<(PathBuf, fs::File)> {
-    let dir = busfile::runtime_dir();
-    busfile::make_dirs(&dir)?;
+fn create_random_file(dir: &Path) -> Result<(PathBuf, fs::File)> {
+    busfile::make_dirs(dir)?;
     loop {
         let path = dir.join(busfile::random_name()?);
         match busfile::create_exclusive(&path) {

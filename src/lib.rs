@@ -44,7 +44,7 @@ mod sys;
 mod time;
 mod writer;
 
-pub use crate::admin::{chmod, chown, create, normalise_mode, stat, unlink, Status};
+pub use crate::admin::{chmod, chown, create, create_in, normalise_mode, stat, unlink, Status};
 pub use crate::bus::{Access, Bus};
 pub use crate::error::{Error, Result};
 pub use crate::listener::{Event, Flow, Poller, ReadOptions, Standing};

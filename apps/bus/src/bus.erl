@@ -1,105 +1,114 @@
-%% @doc The bus primitives: create, remove, chmod, chown, stat and
-%% broadcast. This module starts nothing: it validates its arguments and
-%% delegates to the native library. Listening is `bus_srv:subscribe/1'.
+%% @doc The one public API of the bus application: subscribing (subscribe,
+%% unsubscribe, subscribers, info) and the bus primitives (broadcast,
+%% create, remove, chmod, chown, stat). It starts nothing itself: it
+%% validates its arguments and delegates, to the bus's bus_srv (started
+%% through bus_srv_sup on first use, found through bus_tables) or to the
+%% backend (bus_backend).
 %%
 %% A bus is named by its pathname (binary or string) or by a well-known
 %% name (generic, audio, video, input, files), resolved through the
 %% application environment (`buses'), then the environment variables
 %% BUS_GENERIC ... BUS_FILES, then `$XDG_RUNTIME_DIR/bus/<name>'.
 %%
-%% Failures are `{error, Reason}' (see bus_nif_N:reason()); a term of the
-%% wrong type raises badarg.
+%% Failures are `{error, Reason}' (see reason()); a term of the wrong type
+%% raises badarg.
 -module(bus).
 
--include("bus_nif.hrl").
-
 %% API.
+-export([subscribe/1, unsubscribe/1, subscribers/1, info/1]).
+-export([broadcast/2, broadcast/3]).
+-export([create/0, create/1, create/2, remove/1, chmod/2, chown/3, stat/1]).
+-export([resolve/1, well_known/0]).
+%% For bus_srv and bus_app.
+-export([path/1]).
+
+-export_type([name/0, well_known/0, message/0, broadcast_options/0, reason/0, info/0]).
+
 %% Like gen_server:call/2: a broadcast waits this long for listeners by
 %% default (a stopped listener must not hold a dirty scheduler for good).
 -define(DEFAULT_TIMEOUT, 5000).
-
--export([create/0, create/1, create/2, remove/1, chmod/2, chown/3, stat/1]).
--export([broadcast/2, broadcast/3, resolve/1, well_known/0]).
-%% Internal, for bus_srv and bus_app.
--export([path/1, forget_writer/1]).
-%% For the appup: drops the writers of other native versions.
--export([forget_writers/0]).
-
--export_type([name/0, well_known/0, message/0, broadcast_options/0, reason/0]).
-
-%% {{NativeModule, Path}, Writer}: keyed by native module too, so that
-%% code of one native version never uses another's writer (a hot upgrade
-%% drops the old version's with forget_writers/0).
--define(WRITERS, bus_writers).
 -define(WELL_KNOWN, [generic, audio, video, input, files]).
+-define(CALL_TIMEOUT, 5000).
+-define(RETRIES, 5).
 
 -type well_known() :: generic | audio | video | input | files.
 -type name() :: well_known() | binary() | string().
 -type message() :: unicode:chardata().  % sent as UTF-8
 -type broadcast_options() :: #{timeout => timeout(), nowait => boolean()}
                            | [{timeout, timeout()} | {nowait, boolean()} | nowait].
--type reason() :: ?NIF:reason() | {unknown_bus, atom()}.
+-type reason() :: message_too_long | message_contains_nul | enoent | eexist | eacces
+                | eperm | {invalid_bus_file, binary()} | gone | busy | timeout
+                | timeout_after_publish | interrupted | closed
+                | {os_error, atom() | integer(), binary()} | {unknown_bus, atom()}.
+-type info() :: #{path := binary(),
+                  listeners := non_neg_integer() | undefined,
+                  received := non_neg_integer(),
+                  forwarded := non_neg_integer(),
+                  received_bytes := non_neg_integer(),
+                  native := pos_integer(),
+                  backend := module(),
+                  listener => #{atom() => non_neg_integer()},
+                  subscribers := [pid()]}.
 
 %% API.
 
-%% Creates a bus named `random.' and 30 random characters in the runtime
-%% directory ($XDG_RUNTIME_DIR/bus or /run/bus, made if missing) and
-%% returns its pathname.
--spec create() -> {ok, binary()} | {error, reason()}.
-create() ->
-    Dir = runtime_dir(),
-    case make_dir(Dir) of
-        ok -> create_random(Dir);
-        {error, _} = Error -> Error
-    end.
-
-%% Creates the bus if it does not exist.
--spec create(name()) -> {ok, binary()} | {error, reason()}.
-create(Name) ->
-    create(Name, false).
-
-%% With Exclusive, fails with eexist if the bus file exists. The directory
-%% of a well-known bus is created if missing.
--spec create(name(), boolean()) -> {ok, binary()} | {error, reason()}.
-create(Name, Exclusive) when is_boolean(Exclusive) ->
+%% Subscribes the calling process to the bus: it gets every message as
+%% `{bus, Name, Message}'. Returns once the bus's listener is counted on
+%% the bus: every broadcast that starts after this returns is delivered.
+%% Subscribing twice is subscribing once.
+-spec subscribe(name()) -> ok | {error, reason()}.
+subscribe(Name) ->
     with_path(Name, fun(Path) ->
-        _ = is_atom(Name) andalso make_dir(filename:dirname(Path)),
-        ?NIF:create(Path, Exclusive)
-    end);
-create(Name, Exclusive) ->
-    erlang:error(badarg, [Name, Exclusive]).
-
-%% Removes the bus: its semaphores, its shared memory and its file.
--spec remove(name()) -> ok | {error, reason()}.
-remove(Name) ->
-    with_path(Name, fun(Path) ->
-        Result = ?NIF:remove(Path),
-        forget_writer(Path),
-        Result
+        case call(Path, {subscribe, self(), Name}, true) of
+            {error, timeout} = Timeout ->
+                _ = unsubscribe(Name),
+                Timeout;
+            Result ->
+                Result
+        end
     end).
 
-%% Any bit of a class (user, group, others) in Mode grants that class
-%% read and write on the bus.
--spec chmod(name(), non_neg_integer()) -> ok | {error, reason()}.
-chmod(Name, Mode) when is_integer(Mode), Mode >= 0, Mode =< 8#7777 ->
-    with_path(Name, fun(Path) -> ?NIF:chmod(Path, Mode) end);
-chmod(Name, Mode) ->
-    erlang:error(badarg, [Name, Mode]).
+%% Ends the calling process's subscription; when it was the bus's last,
+%% the bus's listener has left the bus when this returns.
+-spec unsubscribe(name()) -> ok | {error, reason()}.
+unsubscribe(Name) ->
+    with_path(Name, fun(Path) ->
+        case call(Path, {unsubscribe, self()}, false) of
+            not_running ->
+                %% No bus_srv to clean up after us.
+                true = bus_tables:delete_subscription(Path, self()),
+                ok;
+            Result ->
+                Result
+        end
+    end).
 
-%% Changes the owner and/or group (undefined: unchanged).
--spec chown(name(), non_neg_integer() | undefined, non_neg_integer() | undefined) ->
-    ok | {error, reason()}.
-chown(Name, Uid, Gid) ->
-    case is_id(Uid) andalso is_id(Gid) of
-        true -> with_path(Name, fun(Path) -> ?NIF:chown(Path, Uid, Gid) end);
-        false -> erlang:error(badarg, [Name, Uid, Gid])
-    end.
+%% The processes subscribed to the bus.
+-spec subscribers(name()) -> [pid()] | {error, reason()}.
+subscribers(Name) ->
+    with_path(Name, fun bus_tables:subscribers/1).
 
-%% The bus's keys, permissions, owner, semaphore values (listeners: S)
-%% and number of attached processes.
--spec stat(name()) -> {ok, map()} | {error, reason()}.
-stat(Name) ->
-    with_path(Name, fun ?NIF:stat/1).
+%% The bus's pathname, the number of processes listening on it (S,
+%% undefined if the bus cannot be read), the messages this node received
+%% and forwarded on it and the bytes received, its subscribers, the
+%% backend and the version of its code that serves it, and the listener's
+%% counters (queued, held_us: time it held the bus with a full window).
+-spec info(name()) -> info() | {error, reason()}.
+info(Name) ->
+    with_path(Name, fun(Path) ->
+        Backend = bus_backend:default(),
+        Counts = case call(Path, counts, false) of
+            #{} = C -> C;
+            _ -> #{received => 0, forwarded => 0, received_bytes => 0,
+                   native => Backend:version(undefined), backend => Backend}
+        end,
+        Listeners = case Backend:stat(Path) of
+            {ok, #{listeners := S}} -> S;
+            {error, _} -> undefined
+        end,
+        Counts#{path => Path, listeners => Listeners,
+                subscribers => bus_tables:subscribers(Path)}
+    end).
 
 -spec broadcast(name(), message()) -> ok | {error, reason()}.
 broadcast(Name, Message) ->
@@ -117,7 +126,65 @@ broadcast(Name, Message) ->
 broadcast(Name, Message, Options) ->
     Bin = message(Message, [Name, Message, Options]),
     {Timeout, NoWait} = options(Options, [Name, Message, Options]),
-    with_path(Name, fun(Path) -> broadcast_path(Path, Bin, Timeout, NoWait, 1) end).
+    Backend = bus_backend:default(),
+    with_path(Name, fun(Path) -> Backend:broadcast(Path, Bin, Timeout, NoWait) end).
+
+%% Creates a bus named `random.' and 30 random characters in the runtime
+%% directory ($XDG_RUNTIME_DIR/bus or /run/bus, made if missing) and
+%% returns its pathname.
+-spec create() -> {ok, binary()} | {error, reason()}.
+create() ->
+    Backend = bus_backend:default(),
+    Backend:create_random(runtime_dir()).
+
+%% Creates the bus if it does not exist.
+-spec create(name()) -> {ok, binary()} | {error, reason()}.
+create(Name) ->
+    create(Name, false).
+
+%% With Exclusive, fails with eexist if the bus file exists. The directory
+%% of a well-known bus is created if missing.
+-spec create(name(), boolean()) -> {ok, binary()} | {error, reason()}.
+create(Name, Exclusive) when is_boolean(Exclusive) ->
+    Backend = bus_backend:default(),
+    with_path(Name, fun(Path) ->
+        _ = is_atom(Name) andalso make_dir(filename:dirname(Path)),
+        Backend:create(Path, Exclusive)
+    end);
+create(Name, Exclusive) ->
+    erlang:error(badarg, [Name, Exclusive]).
+
+%% Removes the bus: its semaphores, its shared memory and its file.
+-spec remove(name()) -> ok | {error, reason()}.
+remove(Name) ->
+    Backend = bus_backend:default(),
+    with_path(Name, fun Backend:remove/1).
+
+%% Any bit of a class (user, group, others) in Mode grants that class
+%% read and write on the bus.
+-spec chmod(name(), non_neg_integer()) -> ok | {error, reason()}.
+chmod(Name, Mode) when is_integer(Mode), Mode >= 0, Mode =< 8#7777 ->
+    Backend = bus_backend:default(),
+    with_path(Name, fun(Path) -> Backend:chmod(Path, Mode) end);
+chmod(Name, Mode) ->
+    erlang:error(badarg, [Name, Mode]).
+
+%% Changes the owner and/or group (undefined: unchanged).
+-spec chown(name(), non_neg_integer() | undefined, non_neg_integer() | undefined) ->
+    ok | {error, reason()}.
+chown(Name, Uid, Gid) ->
+    Backend = bus_backend:default(),
+    case is_id(Uid) andalso is_id(Gid) of
+        true -> with_path(Name, fun(Path) -> Backend:chown(Path, Uid, Gid) end);
+        false -> erlang:error(badarg, [Name, Uid, Gid])
+    end.
+
+%% The bus's keys, permissions, owner, semaphore values (listeners: S)
+%% and number of attached processes.
+-spec stat(name()) -> {ok, map()} | {error, reason()}.
+stat(Name) ->
+    Backend = bus_backend:default(),
+    with_path(Name, fun Backend:stat/1).
 
 %% The pathname of a bus.
 -spec resolve(name()) -> {ok, binary()} | {error, {unknown_bus, atom()}}.
@@ -138,37 +205,13 @@ resolve(Name) ->
 well_known() ->
     ?WELL_KNOWN.
 
-%% Internal, for bus_srv and bus_app.
+%% For bus_srv and bus_app.
 
 %% Like resolve/1, raising badarg for terms of the wrong type.
 -spec path(name()) -> {ok, binary()} | {error, {unknown_bus, atom()}}.
 path(Name) ->
     try resolve(Name)
     catch error:badarg -> erlang:error(badarg, [Name])
-    end.
-
-%% Closes the cached writer of a bus (removed, or found gone).
--spec forget_writer(binary()) -> ok.
-forget_writer(Path) ->
-    case ets:whereis(?WRITERS) =/= undefined andalso ets:take(?WRITERS, {?NIF, Path}) of
-        [{_, Writer}] -> ?NIF:close_writer(Writer);
-        _ -> ok
-    end.
-
-%% Drops the cached writers of every native module but this version's
-%% (?NIF), so that none of the old library's resources is left in the
-%% table when it is unloaded; returns how many. Run by the appup once the
-%% new `bus' code is loaded (new broadcasts then cache ?NIF writers only),
-%% before the old native module is deleted. Each dropped writer detaches
-%% its bus in its destructor, run by the VM once no process holds it (the
-%% old library stays loaded until then).
--spec forget_writers() -> non_neg_integer().
-forget_writers() ->
-    case ets:whereis(?WRITERS) of
-        undefined ->
-            0;
-        _ ->
-            ets:select_delete(?WRITERS, [{{{'$1', '_'}, '_'}, [{'=/=', '$1', ?NIF}], [true]}])
     end.
 
 %% Internal.
@@ -179,53 +222,42 @@ with_path(Name, Fun) ->
         {error, _} = Error -> Error
     end.
 
-broadcast_path(Path, Bin, Timeout, NoWait, Retries) ->
-    case writer(Path) of
-        {ok, Writer, Cached} ->
-            Result = ?NIF:broadcast(Writer, Bin, Timeout, NoWait),
-            case {Result, Cached} of
-                {{error, Stale}, cached} when Stale =:= gone; Stale =:= closed ->
-                    %% The bus may have been removed and created again:
-                    %% reopen once.
-                    _ = ets:select_delete(?WRITERS, [{{{?NIF, Path}, Writer}, [], [true]}]),
-                    ok = ?NIF:close_writer(Writer),
-                    case Retries > 0 of
-                        true -> broadcast_path(Path, Bin, Timeout, NoWait, Retries - 1);
-                        false -> Result
-                    end;
-                {_, cached} ->
-                    Result;
-                {_, temporary} ->
-                    ok = ?NIF:close_writer(Writer),
-                    Result
+%% Finds the bus's bus_srv (starting it if Start) and calls it, retrying
+%% while bus_srv processes come and go.
+call(Path, Request, Start) ->
+    call(Path, Request, Start, ?RETRIES).
+
+call(Path, Request, Start, Tries) ->
+    case find(Path, Start) of
+        {ok, Pid} ->
+            try
+                gen_server:call(Pid, Request, ?CALL_TIMEOUT)
+            catch
+                exit:{timeout, _} ->
+                    {error, timeout};
+                exit:{_, _} when Tries > 0 ->
+                    %% It stopped or crashed meanwhile.
+                    call(Path, Request, Start, Tries - 1)
             end;
-        {error, _} = Error ->
-            Error
+        Other ->
+            Other
     end.
 
-%% The writer handle of a bus: cached in the bus_writers table while the
-%% application runs, opened for one broadcast otherwise.
-writer(Path) ->
-    Cache = ets:whereis(?WRITERS) =/= undefined,
-    case Cache andalso ets:lookup(?WRITERS, {?NIF, Path}) of
-        [{_, Writer}] ->
-            {ok, Writer, cached};
-        _ ->
-            case ?NIF:open_writer(Path) of
-                {ok, Writer} when Cache ->
-                    case ets:insert_new(?WRITERS, {{?NIF, Path}, Writer}) of
-                        true ->
-                            {ok, Writer, cached};
-                        false ->
-                            ok = ?NIF:close_writer(Writer),
-                            writer(Path)
-                    end;
-                {ok, Writer} ->
-                    {ok, Writer, temporary};
-                {error, _} = Error ->
-                    Error
-            end
+find(Path, Start) ->
+    case bus_tables:server(Path) of
+        {ok, Pid} ->
+            case is_process_alive(Pid) of
+                true -> {ok, Pid};
+                false -> start(Path, Start)
+            end;
+        error ->
+            start(Path, Start)
     end.
+
+start(_Path, false) ->
+    not_running;
+start(Path, true) ->
+    bus_srv_sup:start_bus(Path).
 
 well_known_path(Name) ->
     case configured(Name, application:get_env(bus, buses, #{})) of
@@ -240,7 +272,7 @@ well_known_path(Name) ->
             end
     end.
 
-%% Computed here rather than by the native library, which would not see
+%% Computed here rather than by the native library, which does not see
 %% changes made with os:putenv/2.
 runtime_dir() ->
     case os:getenv("XDG_RUNTIME_DIR") of
@@ -267,14 +299,6 @@ posix(ok) -> ok;
 posix({error, eacces}) -> {error, eacces};
 posix({error, enoent}) -> {error, enoent};
 posix({error, Reason}) -> {error, {os_error, Reason, <<"make the bus directory">>}}.
-
-create_random(Dir) ->
-    Chars = <<"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ">>,
-    Name = << <<(binary:at(Chars, B rem 62))>> || <<B>> <= rand:bytes(30) >>,
-    case ?NIF:create(filename:join(Dir, <<"random.", Name/binary>>), true) of
-        {error, eexist} -> create_random(Dir);
-        Result -> Result
-    end.
 
 configured(Name, Buses) when is_map(Buses) ->
     maps:find(Name, Buses);

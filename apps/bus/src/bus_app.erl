@@ -10,8 +10,7 @@
 -spec start(application:start_type(), term()) -> {ok, pid()} | {error, term()}.
 start(_Type, _Args) ->
     %% Owned by this process, which lives as long as the application.
-    ok = bus_srv:create_tables(),
-    bus_writers = ets:new(bus_writers, [set, public, named_table, {read_concurrency, true}]),
+    ok = bus_tables:create(),
     case create_default_bus(application:get_env(bus, default_bus, generic)) of
         ok -> bus_sup:start_link();
         {error, _} = Error -> Error

@@ -1,76 +1,72 @@
-%% @doc One process per bus in use: owns the bus's native listener,
-%% monitors the bus's subscribers and forwards each message as
-%% `{bus, Name, Message}' (Name as given to subscribe/1, Message the binary
-%% as broadcast).
+%% @doc One process per bus in use, doing only that bus's work: it owns
+%% the bus's listener (through a backend, see bus_backend), monitors the
+%% bus's subscribers and forwards each message as `{bus, Name, Message}'
+%% (Name as given to subscribe, Message the binary as broadcast).
 %%
-%% Started by the first subscribe/1 of a bus, stopped (leaving the bus)
-%% after the last unsubscribe/1 or subscriber death. Subscriptions live in
-%% the bus_subscriptions table, so a restarted bus_srv finds them again. If
-%% the bus goes away for good (removed), each subscriber is sent
-%% `{bus_down, Name, Reason}' and its subscription ends.
+%% Started by the first bus:subscribe/1 of a bus, stopped (leaving the bus)
+%% after the last unsubscribe or subscriber death. Subscriptions live in
+%% bus_tables, so a restarted bus_srv finds them again; since it may have
+%% missed messages meanwhile, its subscribers are told `{bus_gap, Name}'
+%% before anything else it forwards. If the bus goes away for good
+%% (removed), each subscriber is sent `{bus_down, Name, Reason}' and its
+%% subscription ends.
 %%
-%% A hot upgrade that changes the native version (see bus.appup) hands the
-%% listener over in code_change/3: the old native module's listener is
-%% detached (its thread has ended and sent its last message) and the new
-%% native module's listener takes its place on the bus, so no message is
-%% lost or repeated; messages the old one sent are still in the mailbox,
-%% ahead of the new one's, and are forwarded too (retired tags).
+%% The listener queues at most a credit window of messages (application
+%% env `window', default ?WINDOW) and holds the bus while that is full;
+%% this process takes what is queued when told `{bus_ready, Tag}', so its
+%% own mailbox stays small whatever the traffic.
+%%
+%% A hot upgrade that changes the backend's native code (see bus.appup)
+%% hands the listener over in code_change/3: the old listener is detached
+%% without leaving the bus, what it queued is forwarded, and a new one
+%% takes its place: no message lost or repeated. Messages a listener of
+%% native version 3 or older sent are still in the mailbox, ahead of the
+%% new one's, and are forwarded too (retired tags).
+%%
+%% The API functions here are aliases of bus's, kept for callers of
+%% earlier releases.
 -module(bus_srv).
 -behaviour(gen_server).
 
--include("bus_nif.hrl").
-
 %% API.
 -export([start_link/1]).
--export([subscribe/1, unsubscribe/1, broadcast/2, broadcast/3]).
--export([subscribers/1, info/1]).
-%% For bus_app.
--export([create_tables/0]).
+-export([subscribe/1, unsubscribe/1, broadcast/2, broadcast/3, subscribers/1, info/1]).
 
 %% gen_server.
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2,
          terminate/2, code_change/3]).
 
-%% {{Path, Subscriber}, Name}: written by the bus's bus_srv only.
--define(SUBSCRIPTIONS, bus_subscriptions).
-%% {Path, BusSrv}: each bus_srv claims its own entry.
--define(SERVERS, bus_servers).
 %% A restarted bus_srv with no subscribers waits this long for one.
 -define(IDLE_TIMEOUT, 1000).
--define(CALL_TIMEOUT, 5000).
--define(RETRIES, 5).
 %% Items taken from the listener's queue per call.
 -define(TAKE_MAX, 64).
+%% The default credit window: messages the listener queues at most.
+-define(WINDOW, 256).
 
 %% New fields go at the end, so code_change/3 converts by appending and
 %% dropping.
 -record(state, {
     path :: binary(),
-    %% The native module (bus_nif_N) that made the listener.
-    nif = ?NIF :: module(),
+    %% The backend module (0.4.0: the native module).
+    backend = bus_backend_nif :: module(),
     tag :: reference() | undefined,
     %% Tags of listeners handed over whose messages may still be in the
     %% mailbox; each is dropped when its {bus_retired, Tag} marker arrives.
     retired = [] :: [reference()],
-    %% A resource of the native module `nif'.
-    listener :: term(),
+    listener :: bus_backend:handle() | undefined,
     status = joining :: joining | listening | duplicate | {failed, bus:reason()},
     waiting = [] :: [gen_server:from()],
     subscribers = #{} :: #{pid() => {reference(), bus:name()}},
     received = 0 :: non_neg_integer(),
     forwarded = 0 :: non_neg_integer(),
-    %% Since 0.2.0: the bytes of the messages received.
-    received_bytes = 0 :: non_neg_integer()
+    received_bytes = 0 :: non_neg_integer(),
+    %% Since 0.5.0: subscribers are to be told of a gap once listening.
+    gap = false :: boolean(),
+    window = ?WINDOW :: pos_integer()
 }).
 
--type info() :: #{path := binary(),
-                  listeners := non_neg_integer() | undefined,
-                  received := non_neg_integer(),
-                  forwarded := non_neg_integer(),
-                  received_bytes := non_neg_integer(),
-                  native := pos_integer(),
-                  subscribers := [pid()]}.
--export_type([info/0]).
+%% The size of the state tuple in 0.4.0 (no gap, no window).
+-define(STATE_0_4_SIZE, 12).
 
 %% API.
 
@@ -78,41 +74,15 @@
 start_link(Path) ->
     gen_server:start_link(?MODULE, Path, []).
 
-%% Subscribes the calling process to the bus. Returns once the bus's
-%% listener is counted on the bus: every broadcast that starts after
-%% this returns is delivered. Subscribing twice is subscribing once.
+%% See bus:subscribe/1.
 -spec subscribe(bus:name()) -> ok | {error, bus:reason()}.
 subscribe(Name) ->
-    case bus:path(Name) of
-        {ok, Path} ->
-            case call(Path, {subscribe, self(), Name}, true) of
-                {error, timeout} = Timeout ->
-                    _ = unsubscribe(Name),
-                    Timeout;
-                Result ->
-                    Result
-            end;
-        {error, _} = Error ->
-            Error
-    end.
+    bus:subscribe(Name).
 
-%% Ends the calling process's subscription; when it was the bus's last,
-%% the bus's listener has left the bus when this returns.
+%% See bus:unsubscribe/1.
 -spec unsubscribe(bus:name()) -> ok | {error, bus:reason()}.
 unsubscribe(Name) ->
-    case bus:path(Name) of
-        {ok, Path} ->
-            case call(Path, {unsubscribe, self()}, false) of
-                not_running ->
-                    %% No bus_srv to clean up after us.
-                    true = ets:delete(?SUBSCRIPTIONS, {Path, self()}),
-                    ok;
-                Result ->
-                    Result
-            end;
-        {error, _} = Error ->
-            Error
-    end.
+    bus:unsubscribe(Name).
 
 %% See bus:broadcast/2.
 -spec broadcast(bus:name(), bus:message()) -> ok | {error, bus:reason()}.
@@ -125,45 +95,15 @@ broadcast(Name, Message) ->
 broadcast(Name, Message, Options) ->
     bus:broadcast(Name, Message, Options).
 
-%% The processes subscribed to the bus.
+%% See bus:subscribers/1.
 -spec subscribers(bus:name()) -> [pid()] | {error, bus:reason()}.
 subscribers(Name) ->
-    case bus:path(Name) of
-        {ok, Path} -> subscribers_of(Path);
-        {error, _} = Error -> Error
-    end.
+    bus:subscribers(Name).
 
-%% The bus's pathname, the number of processes listening on it (S,
-%% undefined if the bus cannot be read), the messages this node received
-%% and forwarded on it and the bytes received, its subscribers, and the
-%% version of the native library in use.
--spec info(bus:name()) -> info() | {error, bus:reason()}.
+%% See bus:info/1.
+-spec info(bus:name()) -> bus:info() | {error, bus:reason()}.
 info(Name) ->
-    case bus:path(Name) of
-        {ok, Path} ->
-            Counts = case call(Path, counts, false) of
-                #{} = C -> C;
-                _ -> #{received => 0, forwarded => 0, received_bytes => 0}
-            end,
-            Listeners = case ?NIF:stat(Path) of
-                {ok, #{listeners := S}} -> S;
-                {error, _} -> undefined
-            end,
-            Counts#{path => Path, listeners => Listeners,
-                    subscribers => subscribers_of(Path),
-                    native => ?NIF:native_version()};
-        {error, _} = Error ->
-            Error
-    end.
-
-%% Creates the tables that outlive bus_srv processes (called by bus_app
-%% before the supervisors start).
--spec create_tables() -> ok.
-create_tables() ->
-    ?SUBSCRIPTIONS = ets:new(?SUBSCRIPTIONS, [ordered_set, public, named_table,
-                                              {read_concurrency, true}]),
-    ?SERVERS = ets:new(?SERVERS, [set, public, named_table, {read_concurrency, true}]),
-    ok.
+    bus:info(Name).
 
 %% gen_server.
 
@@ -173,19 +113,23 @@ create_tables() ->
 -spec init(binary()) -> {ok, #state{}, {continue, join | stop}}.
 init(Path) ->
     process_flag(trap_exit, true),
-    case claim(Path) of
+    case bus_tables:claim_server(Path, self()) of
         false ->
             %% Another live bus_srv serves this bus (a start raced with a
             %% restart): leave quietly, callers retry and find it.
             {ok, #state{path = Path, status = duplicate}, {continue, stop}};
         true ->
-            Subscriptions = ets:select(?SUBSCRIPTIONS,
-                                       [{{{Path, '$1'}, '$2'}, [], [{{'$1', '$2'}}]}]),
+            Subscriptions = bus_tables:subscriptions(Path),
+            Window = application:get_env(bus, window, ?WINDOW),
             State = lists:foldl(fun({Pid, Name}, S) -> add(Pid, Name, S) end,
-                                #state{path = Path}, Subscriptions),
+                                #state{path = Path, backend = bus_backend:default(),
+                                       window = Window},
+                                Subscriptions),
             _ = Subscriptions =:= [] andalso
                 erlang:send_after(?IDLE_TIMEOUT, self(), stop_if_idle),
-            {ok, State, {continue, join}}
+            %% Subscribers already: this is a restart, and messages may have
+            %% been missed since the last bus_srv died.
+            {ok, State#state{gap = Subscriptions =/= []}, {continue, join}}
     end.
 
 -spec handle_continue(join | stop, #state{}) ->
@@ -193,7 +137,7 @@ init(Path) ->
 handle_continue(stop, State) ->
     {stop, normal, State};
 handle_continue(join, State) ->
-    case listen(State) of
+    case listen(State, join) of
         State1 = #state{status = {failed, Reason}, subscribers = Subs} ->
             %% A restart that cannot listen: the bus is down for its
             %% subscribers (no crash loop). A first start waits for the
@@ -214,7 +158,7 @@ handle_call({subscribe, _, _}, _From, State = #state{status = {failed, Reason}})
         {noreply, State1} -> {reply, {error, Reason}, State1}
     end;
 handle_call({subscribe, Pid, Name}, From, State = #state{path = Path}) ->
-    true = ets:insert(?SUBSCRIPTIONS, {{Path, Pid}, Name}),
+    true = bus_tables:add_subscription(Path, Pid, Name),
     State1 = add(Pid, Name, State),
     case State1#state.status of
         listening -> {reply, ok, State1};
@@ -225,8 +169,14 @@ handle_call({unsubscribe, Pid}, _From, State) ->
         {stop, normal, State1} -> {stop, normal, ok, State1};
         {noreply, State1} -> {reply, ok, State1}
     end;
-handle_call(counts, _From, State = #state{received = R, forwarded = F, received_bytes = B}) ->
-    {reply, #{received => R, forwarded => F, received_bytes => B}, State};
+handle_call(counts, _From, State = #state{backend = Backend, listener = Listener}) ->
+    Counts = #{received => State#state.received, forwarded => State#state.forwarded,
+               received_bytes => State#state.received_bytes,
+               backend => Backend, native => Backend:version(Listener)},
+    {reply, case Listener of
+                undefined -> Counts;
+                _ -> Counts#{listener => Backend:counters(Listener)}
+            end, State};
 handle_call(_Request, _From, State) ->
     {reply, {error, unknown_request}, State}.
 
@@ -235,13 +185,10 @@ handle_cast(_Msg, State) ->
     {noreply, State}.
 
 -spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
-handle_info({bus_ready, Tag}, State = #state{tag = Tag, nif = Nif, listener = Listener}) ->
-    {noreply, take_all(Nif, Listener, State)};
-handle_info({bus_message, Tag, Message}, State = #state{tag = Tag}) ->
-    %% From a listener of native version 3 or older (until a hot upgrade
-    %% has handed it over).
-    {noreply, forward(Message, State)};
+handle_info({bus_ready, Tag}, State = #state{tag = Tag, backend = Backend, listener = L}) ->
+    {noreply, take_all(Backend, L, State)};
 handle_info({bus_message, Tag, Message}, State = #state{retired = Retired}) ->
+    %% From a listener of native version 3 or older, handed over.
     case lists:member(Tag, Retired) of
         true -> {noreply, forward(Message, State)};
         false -> {noreply, State}
@@ -251,7 +198,9 @@ handle_info({bus_retired, Tag}, State = #state{retired = Retired}) ->
     {noreply, State#state{retired = lists:delete(Tag, Retired)}};
 handle_info({bus_listening, Tag}, State = #state{tag = Tag, waiting = Waiting}) ->
     _ = [gen_server:reply(From, ok) || From <- Waiting],
-    {noreply, State#state{status = listening, waiting = []}};
+    {noreply, tell_gap(State#state{status = listening, waiting = []})};
+handle_info({bus_gap, Tag}, State = #state{tag = Tag}) ->
+    {noreply, tell_gap(State#state{gap = true})};
 handle_info({bus_listener_down, Tag, Reason}, State = #state{tag = Tag}) ->
     listener_down(Reason, State#state{listener = undefined});
 handle_info({'DOWN', _, process, Pid, _}, State) ->
@@ -266,27 +215,46 @@ handle_info(_Info, State) ->
 terminate(_Reason, #state{status = duplicate}) ->
     ok;
 terminate(_Reason, State = #state{path = Path}) ->
-    _ = ets:select_delete(?SERVERS, [{{Path, self()}, [], [true]}]),
+    _ = bus_tables:release_server(Path, self()),
     _ = unlisten(State),
     ok.
 
 %% An upgrade or downgrade whose appup says {advanced, {handover, Nif}}
 %% moves the listener to the native module Nif (loaded by then): see
-%% handover/2. The state has the same shape in 0.3.0 and 0.4.0; a
-%% downgrade runs this code, before 0.3.0's is loaded.
--spec code_change(term(), #state{}, term()) -> {ok, #state{}}.
-code_change(_OldVsn, State = #state{}, Extra) ->
-    {ok, maybe_handover(Extra, State)}.
+%% handover/3. From 0.4.0, whose state held the native module and the bare
+%% listener resource, the state gets the backend, and gap and window at
+%% the end; a downgrade (run by this code, before 0.4.0's is loaded) hands
+%% the listener to Nif's listen/4 and drops them.
+-spec code_change(term(), #state{} | tuple(), term()) -> {ok, #state{} | tuple()}.
+code_change({down, _Vsn}, State = #state{path = Path}, {handover, Nif}) ->
+    Listen = fun(Tag, From) -> Nif:listen(Path, self(), Tag, From) end,
+    State1 = handover(State, Listen, Nif),
+    Old = State1#state{backend = Nif},
+    {ok, list_to_tuple(lists:sublist(tuple_to_list(Old), ?STATE_0_4_SIZE))};
+code_change(OldVsn, State, Extra) when tuple_size(State) =:= ?STATE_0_4_SIZE ->
+    %% 0.4.0: {state, Path, Nif, Tag, Retired, Listener, ...}.
+    Nif = element(3, State),
+    Handle = case element(6, State) of
+        undefined -> undefined;
+        Resource -> {Nif, Resource}
+    end,
+    Fields = tuple_to_list(setelement(6, setelement(3, State, bus_backend_nif), Handle)),
+    code_change(OldVsn, list_to_tuple(Fields ++ [false, ?WINDOW]), Extra);
+code_change(_OldVsn, State = #state{path = Path, window = Window}, {handover, _Nif}) ->
+    Listen = fun(Tag, From) -> bus_backend_nif:listen(Path, self(), Tag, From, Window) end,
+    {ok, handover(State, Listen, bus_backend_nif)};
+code_change(_OldVsn, State = #state{}, _Extra) ->
+    {ok, State}.
 
 %% Internal.
 
 %% Forwards everything the listener has queued, in order.
-take_all(Nif, Listener, State) ->
-    Items = Nif:take(Listener, ?TAKE_MAX),
+take_all(Backend, Listener, State) ->
+    Items = Backend:take(Listener, ?TAKE_MAX),
     State1 = lists:foldl(fun forward_item/2, State, Items),
     case length(Items) < ?TAKE_MAX of
         true -> State1;
-        false -> take_all(Nif, Listener, State1)
+        false -> take_all(Backend, Listener, State1)
     end.
 
 forward_item(Message, State) when is_binary(Message) ->
@@ -294,8 +262,7 @@ forward_item(Message, State) when is_binary(Message) ->
 forward_item({own, Message}, State) ->
     forward(Message, State);
 forward_item({dropped, _}, State) ->
-    %% Not with this listener's queue, which never drops.
-    State.
+    tell_gap(State#state{gap = true}).
 
 forward(Message, State = #state{subscribers = Subs}) ->
     maps:foreach(fun(Pid, {_, Name}) -> Pid ! {bus, Name, Message} end, Subs),
@@ -303,130 +270,59 @@ forward(Message, State = #state{subscribers = Subs}) ->
                 forwarded = State#state.forwarded + map_size(Subs),
                 received_bytes = State#state.received_bytes + byte_size(Message)}.
 
-maybe_handover({handover, Nif}, State) ->
-    handover(Nif, State);
-maybe_handover(_Extra, State) ->
-    State.
-
-%% Moves the listener from the native module that made it to Nif, in place
-%% on the bus: no message lost or repeated. The old listener's thread has
-%% ended when detach_listener returns, so its messages (old tag) are all in
-%% the mailbox ahead of the new listener's; the {bus_retired, Tag} marker
-%% follows them. Once no bus_srv holds a resource of the old module and
-%% `bus' has dropped its writers, the old module can be deleted and its
-%% library unloaded.
-handover(Nif, State = #state{nif = Nif}) ->
+%% Tells the subscribers that messages may be missing here, if so.
+tell_gap(State = #state{gap = false}) ->
     State;
-handover(Nif, State = #state{listener = undefined}) ->
-    State#state{nif = Nif};
-handover(Nif, State = #state{nif = Old, tag = OldTag, listener = Listener,
-                              retired = Retired}) ->
+tell_gap(State = #state{subscribers = Subs}) ->
+    maps:foreach(fun(Pid, {_, Name}) -> Pid ! {bus_gap, Name} end, Subs),
+    State#state{gap = false}.
+
+%% Moves the listener to a new one made by Listen(Tag, From), in place on
+%% the bus: no message lost or repeated. The old listener has ended when
+%% detach returns; what it queued is forwarded now, and messages an old
+%% native version sent (old tag) are in the mailbox, ahead of the new
+%% listener's, followed by the {bus_retired, Tag} marker. If the old
+%% listener was not on the bus (still joining, or failed), the new one
+%% joins afresh and the subscribers are told of a gap.
+handover(State = #state{listener = undefined}, _Listen, Backend) ->
+    State#state{backend = Backend};
+handover(State = #state{backend = Old, tag = OldTag, listener = Listener, retired = Retired,
+                        status = Status},
+         Listen, Backend) ->
     T0 = erlang:monotonic_time(microsecond),
-    From = case Old:detach_listener(Listener) of
+    FromNative = Old:version(Listener),
+    From = case Old:detach(Listener) of
         {ok, Standing} -> Standing;
-        %% It was still joining (or failed and said so): join afresh.
         {error, _} -> join
     end,
-    %% What the old listener queued (native version 4 and later) goes out
-    %% now, before anything the new one takes; older versions sent each
-    %% message, which is in the mailbox.
-    State0 = case erlang:function_exported(Old, take, 2) of
-        true -> take_all(Old, Listener, State);
-        false -> State
-    end,
+    State0 = take_all(Old, Listener, State),
     %% For operators (and the upgrade test): how the last handover went;
     %% queued counts the old listener's messages not yet forwarded.
     {message_queue_len, Queued} = process_info(self(), message_queue_len),
     self() ! {bus_retired, OldTag},
-    State1 = State0#state{nif = Nif, retired = [OldTag | Retired], listener = undefined},
-    State2 = handover_listen(State1, From, State#state.status),
-    put(bus_handover, #{from => Old, to => Nif, standing => From, queued => Queued,
+    Tag = make_ref(),
+    State1 = State0#state{backend = Backend, retired = [OldTag | Retired],
+                          listener = undefined, tag = Tag},
+    State2 = case Listen(Tag, From) of
+        {ok, New} when From =:= join ->
+            State1#state{listener = New, status = joining, gap = true};
+        {ok, New} ->
+            %% Subscribers waiting for the old listener's
+            %% {bus_listening, OldTag} are answered by the new one's.
+            State1#state{listener = New, status = Status};
+        {error, Reason} ->
+            %% Handled like a listener that went down (the bus is gone).
+            self() ! {bus_listener_down, Tag, Reason},
+            State1
+    end,
+    put(bus_handover, #{from => Old, to => Backend, standing => From, queued => Queued,
+                        from_native => FromNative,
                         micros => erlang:monotonic_time(microsecond) - T0}),
     State2.
 
-handover_listen(State1, From, Status) ->
-    case listen(State1, From) of
-        State2 = #state{status = {failed, Reason}} ->
-            %% Handled like a listener that went down (the bus is gone).
-            self() ! {bus_listener_down, State2#state.tag, Reason},
-            State2#state{status = Status};
-        State2 when From =/= join ->
-            %% Subscribers waiting for the old listener's
-            %% {bus_listening, OldTag} are answered by the new one's.
-            State2#state{status = Status};
-        State2 ->
-            State2
-    end.
-
-%% Finds the bus's bus_srv (starting it if Start) and calls it, retrying
-%% while bus_srv processes come and go.
-call(Path, Request, Start) ->
-    call(Path, Request, Start, ?RETRIES).
-
-call(Path, Request, Start, Tries) ->
-    case find(Path, Start) of
-        {ok, Pid} ->
-            try
-                gen_server:call(Pid, Request, ?CALL_TIMEOUT)
-            catch
-                exit:{timeout, _} ->
-                    {error, timeout};
-                exit:{_, _} when Tries > 0 ->
-                    %% It stopped or crashed meanwhile.
-                    call(Path, Request, Start, Tries - 1)
-            end;
-        Other ->
-            Other
-    end.
-
-find(Path, Start) ->
-    case ets:lookup(?SERVERS, Path) of
-        [{_, Pid}] ->
-            case is_process_alive(Pid) of
-                true -> {ok, Pid};
-                false -> start(Path, Start)
-            end;
-        [] ->
-            start(Path, Start)
-    end.
-
-start(_Path, false) ->
-    not_running;
-start(Path, true) ->
-    case supervisor:start_child(bus_srv_sup, [Path]) of
-        {ok, Pid} -> {ok, Pid};
-        {error, _} = Error -> Error
-    end.
-
-%% Makes this process the bus's bus_srv unless a live one exists.
-claim(Path) ->
-    case ets:insert_new(?SERVERS, {Path, self()}) of
-        true ->
-            true;
-        false ->
-            case ets:lookup(?SERVERS, Path) of
-                [{_, Pid}] ->
-                    case is_process_alive(Pid) of
-                        true -> false;
-                        false -> replace(Path, Pid) orelse claim(Path)
-                    end;
-                [] ->
-                    claim(Path)
-            end
-    end.
-
-replace(Path, Dead) ->
-    1 =:= ets:select_replace(?SERVERS, [{{Path, Dead}, [], [{const, {Path, self()}}]}]).
-
-subscribers_of(Path) ->
-    ets:select(?SUBSCRIPTIONS, [{{{Path, '$1'}, '_'}, [], ['$1']}]).
-
-listen(State) ->
-    listen(State, join).
-
-listen(State = #state{path = Path, nif = Nif}, From) ->
+listen(State = #state{path = Path, backend = Backend, window = Window}, From) ->
     Tag = make_ref(),
-    case Nif:listen(Path, self(), Tag, From) of
+    case Backend:listen(Path, self(), Tag, From, Window) of
         {ok, Listener} ->
             State#state{tag = Tag, listener = Listener, status = joining};
         {error, Reason} ->
@@ -435,8 +331,8 @@ listen(State = #state{path = Path, nif = Nif}, From) ->
 
 unlisten(#state{listener = undefined}) ->
     ok;
-unlisten(#state{nif = Nif, listener = Listener}) ->
-    Nif:stop_listener(Listener).
+unlisten(#state{backend = Backend, listener = Listener}) ->
+    Backend:stop(Listener).
 
 add(Pid, Name, State = #state{subscribers = Subs}) ->
     case Subs of
@@ -448,7 +344,7 @@ add(Pid, Name, State = #state{subscribers = Subs}) ->
     end.
 
 delete(Pid, State = #state{path = Path, subscribers = Subs}) ->
-    true = ets:delete(?SUBSCRIPTIONS, {Path, Pid}),
+    true = bus_tables:delete_subscription(Path, Pid),
     case maps:take(Pid, Subs) of
         {{Ref, _}, Subs1} ->
             true = erlang:demonitor(Ref, [flush]),
@@ -457,10 +353,10 @@ delete(Pid, State = #state{path = Path, subscribers = Subs}) ->
             State
     end.
 
-%% The last subscriber is gone: leave the bus and stop. The entry in
-%% bus_servers goes first, so that a new subscriber starts a new bus_srv.
+%% The last subscriber is gone: leave the bus and stop. The claim on the
+%% bus goes first, so that a new subscriber starts a new bus_srv.
 stop_if_idle(State = #state{subscribers = Subs, waiting = []}) when map_size(Subs) =:= 0 ->
-    _ = ets:select_delete(?SERVERS, [{{State#state.path, self()}, [], [true]}]),
+    _ = bus_tables:release_server(State#state.path, self()),
     ok = unlisten(State),
     {stop, normal, State#state{listener = undefined}};
 stop_if_idle(State) ->
@@ -476,9 +372,10 @@ listener_down(Reason, State) ->
     {stop, {listener_down, Reason}, State}.
 
 %% Tells the subscribers, ends their subscriptions and stops.
-bus_down(Reason, State = #state{path = Path, subscribers = Subs, waiting = Waiting}) ->
+bus_down(Reason, State = #state{path = Path, backend = Backend, subscribers = Subs,
+                                waiting = Waiting}) ->
     maps:foreach(fun(Pid, {_, Name}) -> Pid ! {bus_down, Name, Reason} end, Subs),
     _ = [gen_server:reply(From, {error, Reason}) || From <- Waiting],
     State1 = maps:fold(fun(Pid, _, S) -> delete(Pid, S) end, State#state{waiting = []}, Subs),
-    ok = bus:forget_writer(Path),
+    ok = Backend:forget(Path),
     stop_if_idle(State1).

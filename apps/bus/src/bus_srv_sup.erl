@@ -1,10 +1,10 @@
-%% @doc One bus_srv per bus in use, started at run time by
-%% bus_srv:subscribe/1 and found through the bus_servers table.
+%% @doc One bus_srv per bus in use, started at run time by the first
+%% bus:subscribe/1 of a bus and found through bus_tables.
 -module(bus_srv_sup).
 -behaviour(supervisor).
 
 %% API.
--export([start_link/0]).
+-export([start_link/0, start_bus/1]).
 %% supervisor.
 -export([init/1]).
 
@@ -13,6 +13,15 @@
 -spec start_link() -> {ok, pid()}.
 start_link() ->
     supervisor:start_link({local, ?MODULE}, ?MODULE, []).
+
+%% Starts a bus_srv for the bus at Path. Returns at once: a bus_srv joins
+%% its bus after init/1.
+-spec start_bus(binary()) -> {ok, pid()} | {error, term()}.
+start_bus(Path) ->
+    case supervisor:start_child(?MODULE, [Path]) of
+        {ok, Pid} -> {ok, Pid};
+        {error, _} = Error -> Error
+    end.
 
 %% supervisor.
 

@@ -5,6 +5,10 @@
 
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
+
+%% A credit window larger than any case's traffic: the listener never holds
+%% the bus here (the window is exercised through bus_srv).
+-define(WINDOW, 1 bsl 20).
 -include_lib("bus/include/bus_nif.hrl").
 
 -export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
@@ -30,7 +34,7 @@ end_per_testcase(_Case, Config) -> bus_test_lib:flush(), bus_test_lib:cleanup(Co
 listener_joins_and_stops(Config) ->
     Bus = bus_test_lib:new_bus(Config),
     Tag = make_ref(),
-    {ok, L} = ?NIF:listen(Bus, self(), Tag),
+    {ok, L} = ?NIF:listen(Bus, self(), Tag, join, ?WINDOW),
     receive {bus_listening, Tag} -> ok after 1000 -> ct:fail(not_listening) end,
     1 = bus_test_lib:listeners(Bus),
     ok = bus:broadcast(Bus, <<"1 one">>),
@@ -51,7 +55,7 @@ owner_death_leaves_the_bus(Config) ->
     Self = self(),
     Owner = spawn(fun() ->
         Tag = make_ref(),
-        {ok, L} = ?NIF:listen(Bus, self(), Tag),
+        {ok, L} = ?NIF:listen(Bus, self(), Tag, join, ?WINDOW),
         receive {bus_listening, Tag} -> Self ! {listening, L} end,
         receive never -> ok end
     end),
@@ -70,7 +74,7 @@ garbage_collected_listener_leaves(Config) ->
     Self = self(),
     Owner = spawn(fun() ->
         Tag = make_ref(),
-        {ok, _} = ?NIF:listen(Bus, self(), Tag),
+        {ok, _} = ?NIF:listen(Bus, self(), Tag, join, ?WINDOW),
         receive {bus_listening, Tag} -> Self ! listening end,
         receive gc -> erlang:garbage_collect(), Self ! collected end,
         receive never -> ok end
@@ -86,7 +90,7 @@ garbage_collected_listener_leaves(Config) ->
 listener_down_when_bus_removed(Config) ->
     Bus = bus_test_lib:new_bus(Config),
     Tag = make_ref(),
-    {ok, _L} = ?NIF:listen(Bus, self(), Tag),
+    {ok, _L} = ?NIF:listen(Bus, self(), Tag, join, ?WINDOW),
     receive {bus_listening, Tag} -> ok after 1000 -> ct:fail(not_listening) end,
     ok = bus:remove(Bus),
     receive {bus_listener_down, Tag, gone} -> ok after 1000 -> ct:fail(no_down) end,
@@ -99,7 +103,7 @@ listeners_do_not_hold_schedulers(Config) ->
     Buses = [bus_test_lib:new_bus(Config) || _ <- lists:seq(1, N)],
     Ls = [begin
               Tag = make_ref(),
-              {ok, L} = ?NIF:listen(B, self(), Tag),
+              {ok, L} = ?NIF:listen(B, self(), Tag, join, ?WINDOW),
               receive {bus_listening, Tag} -> ok after 1000 -> ct:fail(not_listening) end,
               {B, Tag, L}
           end || B <- Buses],
@@ -169,7 +173,7 @@ closed_writer(Config) ->
     ok = ?NIF:close_writer(W),
     {error, closed} = ?NIF:broadcast(W, <<"0 x">>, infinity, false),
     ?assertError(badarg, ?NIF:broadcast(W, <<"0 x">>, -5, false)),
-    ?assertError(badarg, ?NIF:listen(Bus, not_a_pid, tag)).
+    ?assertError(badarg, ?NIF:listen(Bus, not_a_pid, tag, join, ?WINDOW)).
 
 %% A listener detached under traffic and taken over by a new one (listen/4
 %% with its standing) loses and repeats nothing, sends nothing after
@@ -177,7 +181,7 @@ closed_writer(Config) ->
 handover_under_traffic(Config) ->
     Bus = bus_test_lib:new_bus(Config),
     Tag0 = make_ref(),
-    {ok, L0} = ?NIF:listen(Bus, self(), Tag0, join),
+    {ok, L0} = ?NIF:listen(Bus, self(), Tag0, join, ?WINDOW),
     receive {bus_listening, Tag0} -> ok after 1000 -> ct:fail(not_listening) end,
     N = 20000,
     Self = self(),
@@ -209,7 +213,7 @@ handovers(Bus, L, K, Got, Standings) ->
     Left = [binary_to_integer(B) || {own, B} <- ?NIF:take(L, 1 bsl 30)],
     [] = ?NIF:take(L, 10),
     Tag1 = make_ref(),
-    {ok, L1} = ?NIF:listen(Bus, self(), Tag1, Standing),
+    {ok, L1} = ?NIF:listen(Bus, self(), Tag1, Standing, ?WINDOW),
     handovers(Bus, L1, K - 1, Got ++ Left, [Standing | Standings]).
 
 %% The next message of the listener L (tagged Tag), taken when it says
@@ -231,17 +235,17 @@ next_message(Tag, L) ->
 detach_twice(Config) ->
     Bus = bus_test_lib:new_bus(Config),
     Tag = make_ref(),
-    {ok, L} = ?NIF:listen(Bus, self(), Tag, join),
+    {ok, L} = ?NIF:listen(Bus, self(), Tag, join, ?WINDOW),
     receive {bus_listening, Tag} -> ok after 1000 -> ct:fail(not_listening) end,
     {ok, armed} = ?NIF:detach_listener(L),
     {error, closed} = ?NIF:detach_listener(L),
     ok = ?NIF:stop_listener(L),
     1 = bus_test_lib:listeners(Bus),
     %% Leave by taking the standing over and stopping.
-    {ok, L1} = ?NIF:listen(Bus, self(), Tag, armed),
+    {ok, L1} = ?NIF:listen(Bus, self(), Tag, armed, ?WINDOW),
     ok = ?NIF:stop_listener(L1),
     0 = bus_test_lib:listeners(Bus),
-    {ok, L2} = ?NIF:listen(Bus, self(), Tag, join),
+    {ok, L2} = ?NIF:listen(Bus, self(), Tag, join, ?WINDOW),
     ok = ?NIF:stop_listener(L2),
     {error, closed} = ?NIF:detach_listener(L2),
-    ?assertError(badarg, ?NIF:listen(Bus, self(), Tag, sideways)).
+    ?assertError(badarg, ?NIF:listen(Bus, self(), Tag, sideways, ?WINDOW)).

@@ -50,6 +50,13 @@ fn create(at: Maybe<Binary>, exclusive: bool) -> Result<PathTerm, Failure> {
     Ok(PathTerm(bus::create(at.as_ref().map(path), exclusive)?))
 }
 
+/// `create_random(Dir) -> {ok, Path} | {error, Reason}`: a bus named
+/// `random.` and 30 random characters in `Dir` (made if missing).
+#[rustler::nif(schedule = "DirtyIo")]
+fn create_random(dir: Binary) -> Result<PathTerm, Failure> {
+    Ok(PathTerm(bus::create_in(path(&dir))?))
+}
+
 /// `remove(Path) -> ok | {error, Reason}`.
 #[rustler::nif(schedule = "DirtyIo")]
 fn remove(at: Binary) -> Done {

@@ -99,10 +99,12 @@ impl Mailer {
     }
 }
 
-/// `listen(Path, Owner, Tag, From) -> {ok, Listener} | {error, Reason}`:
-/// `From` is `join` to join the bus, or the standing (`armed` | `acked`)
-/// returned by `detach_listener/1` of a listener of this process on the
-/// same bus, taken over as it is.
+/// `listen(Path, Owner, Tag, From, Window) -> {ok, Listener} | {error,
+/// Reason}`: `From` is `join` to join the bus, or the standing (`armed` |
+/// `acked`) returned by `detach_listener/1` of a listener of this process
+/// on the same bus, taken over as it is. `Window` is the credit window:
+/// how many messages the listener queues for its owner to take at most;
+/// while it is full, the listener holds the bus (writers wait).
 #[rustler::nif(schedule = "DirtyIo")]
 fn listen<'a>(
     env: Env<'a>,
@@ -110,6 +112,7 @@ fn listen<'a>(
     owner: LocalPid,
     tag: Term<'a>,
     from: From,
+    window: usize,
 ) -> Result<ResourceArc<Listener>, Failure> {
     let tag_env = OwnedEnv::new();
     let saved = tag_env.save(tag);
@@ -130,9 +133,8 @@ fn listen<'a>(
         }
     };
     let options = SubscribeOptions {
-        // As before this module had a queue: the owner is never made to
-        // hold the bus (flow control comes with the credit window).
-        capacity: usize::MAX,
+        // (The Erlang side passes a positive integer; 0 would mean 1.)
+        capacity: window,
         overflow: Overflow::Hold,
         from: match from {
             From::Join => None,

@@ -1,21 +1,21 @@
-%% @doc The native functions (native/bus_nif), native version 4. The
+%% @doc The native functions (native/bus_nif), native version 5. The
 %% module is named after the native version so that the next version's
 %% module and library can be loaded side by side with this one during a
 %% hot upgrade; other modules call it as `?NIF' (include/bus_nif.hrl).
 %% Use the `bus' and `bus_srv' modules instead: they validate the
 %% arguments.
--module(bus_nif_4).
+-module(bus_nif_5).
 
--export([create/2, remove/1, chmod/2, chown/3, stat/1]).
+-export([create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1]).
 -export([open_writer/1, broadcast/4, close_writer/1]).
--export([listen/3, listen/4, take/2, stop_listener/1, detach_listener/1, listener_info/1]).
+-export([listen/5, take/2, stop_listener/1, detach_listener/1, listener_info/1]).
 -export([native_version/0]).
 
 -on_load(init/0).
 
--nifs([create/2, remove/1, chmod/2, chown/3, stat/1,
+-nifs([create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1,
        open_writer/1, broadcast/4, close_writer/1,
-       listen/4, take/2, stop_listener/1, detach_listener/1, listener_info/1,
+       listen/5, take/2, stop_listener/1, detach_listener/1, listener_info/1,
        native_version/0]).
 
 -export_type([writer/0, listener/0, standing/0, reason/0, item/0]).
@@ -35,6 +35,10 @@
 
 -spec create(binary() | undefined, boolean()) -> {ok, binary()} | {error, reason()}.
 create(_Path, _Exclusive) -> erlang:nif_error(not_loaded).
+
+%% A bus named random. and 30 random characters in Dir (made if missing).
+-spec create_random(binary()) -> {ok, binary()} | {error, reason()}.
+create_random(_Dir) -> erlang:nif_error(not_loaded).
 
 -spec remove(binary()) -> ok | {error, reason()}.
 remove(_Path) -> erlang:nif_error(not_loaded).
@@ -59,11 +63,6 @@ broadcast(_Writer, _Message, _Timeout, _NoWait) -> erlang:nif_error(not_loaded).
 -spec close_writer(writer()) -> ok.
 close_writer(_Writer) -> erlang:nif_error(not_loaded).
 
-%% listen(Path, Owner, Tag, join).
--spec listen(binary(), pid(), term()) -> {ok, listener()} | {error, reason()}.
-listen(Path, Owner, Tag) ->
-    listen(Path, Owner, Tag, join).
-
 %% Starts a native listener (a thread feeding a queue) that sends Owner
 %% {bus_listening, Tag} once counted on the bus, then {bus_ready, Tag}
 %% whenever its queue, empty until then, has something to take/2; or
@@ -72,10 +71,12 @@ listen(Path, Owner, Tag) ->
 %% any native version in this node, for the same bus: the new listener
 %% takes the old one's place, and gets every message the old one did not.
 %% It stops when stop_listener/1 is called, when the resource is garbage
-%% collected, or when Owner dies.
--spec listen(binary(), pid(), term(), join | standing()) ->
+%% collected, or when Owner dies. Window is the credit window: the
+%% listener queues at most that many messages, and holds the bus (writers
+%% wait) while its queue is full.
+-spec listen(binary(), pid(), term(), join | standing(), pos_integer()) ->
     {ok, listener()} | {error, reason()}.
-listen(_Path, _Owner, _Tag, _From) -> erlang:nif_error(not_loaded).
+listen(_Path, _Owner, _Tag, _From, _Window) -> erlang:nif_error(not_loaded).
 
 %% Up to Max items the listener has queued, oldest first. Never blocks.
 -spec take(listener(), pos_integer()) -> [item()].
@@ -100,7 +101,7 @@ stop_listener(_Listener) -> erlang:nif_error(not_loaded).
 -spec detach_listener(listener()) -> {ok, standing()} | {error, reason()}.
 detach_listener(_Listener) -> erlang:nif_error(not_loaded).
 
-%% The native version of the loaded library (4): it must match this
+%% The native version of the loaded library (5): it must match this
 %% module's name.
 -spec native_version() -> pos_integer().
 native_version() -> erlang:nif_error(not_loaded).

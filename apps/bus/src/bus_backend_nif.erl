@@ -1,0 +1,153 @@
+%% @doc The backend (see bus_backend) made of the native library loaded in
+%% the VM: listeners are native threads owned by NIF resources, broadcasts
+%% run on dirty I/O schedulers through writer handles kept open between
+%% broadcasts. Every call goes through ?NIF, the native module of this
+%% version; a listener's handle names the native module that made it, so
+%% that after a hot upgrade old listeners are still driven by their own
+%% code until they are handed over.
+-module(bus_backend_nif).
+-behaviour(bus_backend).
+
+-include("bus_nif.hrl").
+
+%% bus_backend.
+-export([listen/5, take/2, stop/1, detach/1, counters/1, version/1]).
+-export([broadcast/4, create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1, forget/1]).
+%% For the appup: drops the writers of other native versions.
+-export([forget_writers/0]).
+
+-opaque handle() :: {module(), term()}.
+-export_type([handle/0]).
+
+%% bus_backend.
+
+-spec listen(binary(), pid(), reference(), bus_backend:from(), pos_integer()) ->
+    {ok, handle()} | {error, bus:reason()}.
+listen(Path, Owner, Tag, From, Window) ->
+    case ?NIF:listen(Path, Owner, Tag, From, Window) of
+        {ok, Listener} -> {ok, {?NIF, Listener}};
+        {error, _} = Error -> Error
+    end.
+
+-spec take(handle(), pos_integer()) -> [bus_backend:item()].
+take({Nif, Listener}, Max) ->
+    Nif:take(Listener, Max).
+
+-spec stop(handle()) -> ok.
+stop({Nif, Listener}) ->
+    Nif:stop_listener(Listener).
+
+-spec detach(handle()) -> {ok, bus_backend:standing()} | {error, term()}.
+detach({Nif, Listener}) ->
+    Nif:detach_listener(Listener).
+
+-spec counters(handle()) -> #{atom() => non_neg_integer()}.
+counters({Nif, Listener}) ->
+    Nif:listener_info(Listener).
+
+-spec version(handle() | undefined) -> pos_integer().
+version(undefined) ->
+    ?NIF:native_version();
+version({Nif, _}) ->
+    Nif:native_version().
+
+%% Broadcasts through the bus's cached writer (opened on first use),
+%% reopening it once if the bus was removed and created again meanwhile.
+-spec broadcast(binary(), binary(), timeout(), boolean()) -> ok | {error, bus:reason()}.
+broadcast(Path, Message, Timeout, NoWait) ->
+    broadcast(Path, Message, Timeout, NoWait, 1).
+
+-spec create(binary(), boolean()) -> {ok, binary()} | {error, bus:reason()}.
+create(Path, Exclusive) ->
+    ?NIF:create(Path, Exclusive).
+
+-spec create_random(binary()) -> {ok, binary()} | {error, bus:reason()}.
+create_random(Dir) ->
+    ?NIF:create_random(Dir).
+
+-spec remove(binary()) -> ok | {error, bus:reason()}.
+remove(Path) ->
+    Result = ?NIF:remove(Path),
+    ok = forget(Path),
+    Result.
+
+-spec chmod(binary(), non_neg_integer()) -> ok | {error, bus:reason()}.
+chmod(Path, Mode) ->
+    ?NIF:chmod(Path, Mode).
+
+-spec chown(binary(), non_neg_integer() | undefined, non_neg_integer() | undefined) ->
+    ok | {error, bus:reason()}.
+chown(Path, Uid, Gid) ->
+    ?NIF:chown(Path, Uid, Gid).
+
+-spec stat(binary()) -> {ok, map()} | {error, bus:reason()}.
+stat(Path) ->
+    ?NIF:stat(Path).
+
+%% Closes the cached writer of a bus (removed, or found gone).
+-spec forget(binary()) -> ok.
+forget(Path) ->
+    case bus_tables:take_writer(?NIF, Path) of
+        {ok, Writer} -> ?NIF:close_writer(Writer);
+        error -> ok
+    end.
+
+%% Drops the cached writers of every native module but this version's
+%% (?NIF), so that none of the old library's resources is left in the
+%% table when it is unloaded; returns how many. Run by the appup once the
+%% new code is loaded (new broadcasts then cache ?NIF writers only), before
+%% the old native module is deleted. Each dropped writer detaches its bus
+%% in its destructor, run by the VM once no process holds it.
+-spec forget_writers() -> non_neg_integer().
+forget_writers() ->
+    bus_tables:delete_writers_except(?NIF).
+
+%% Internal.
+
+broadcast(Path, Message, Timeout, NoWait, Retries) ->
+    case writer(Path) of
+        {ok, Writer, Cached} ->
+            Result = ?NIF:broadcast(Writer, Message, Timeout, NoWait),
+            case {Result, Cached} of
+                {{error, Stale}, cached} when Stale =:= gone; Stale =:= closed ->
+                    %% The bus may have been removed and created again:
+                    %% reopen once.
+                    _ = bus_tables:delete_writer(?NIF, Path, Writer),
+                    ok = ?NIF:close_writer(Writer),
+                    case Retries > 0 of
+                        true -> broadcast(Path, Message, Timeout, NoWait, Retries - 1);
+                        false -> Result
+                    end;
+                {_, cached} ->
+                    Result;
+                {_, temporary} ->
+                    ok = ?NIF:close_writer(Writer),
+                    Result
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+%% The writer handle of a bus: cached while the application runs, opened
+%% for one broadcast otherwise.
+writer(Path) ->
+    Cache = bus_tables:writers_exist(),
+    case Cache andalso bus_tables:writer(?NIF, Path) of
+        {ok, Writer} ->
+            {ok, Writer, cached};
+        _ ->
+            case ?NIF:open_writer(Path) of
+                {ok, Writer} when Cache ->
+                    case bus_tables:add_writer(?NIF, Path, Writer) of
+                        true ->
+                            {ok, Writer, cached};
+                        false ->
+                            ok = ?NIF:close_writer(Writer),
+                            writer(Path)
+                    end;
+                {ok, Writer} ->
+                    {ok, Writer, temporary};
+                {error, _} = Error ->
+                    Error
+            end
+    end.

@@ -1,0 +1,132 @@
+%% @doc Every ETS table of the application, laid out and accessed here and
+%% nowhere else. The tables are created by bus_app:start/2, before the
+%% supervisors, so their owner lives as long as the application: a
+%% restarted bus_srv finds its subscriptions, and a hot upgrade need not
+%% move them.
+%%
+%% - subscriptions: `{{Path, Subscriber}, Name}', written by the bus's
+%%   bus_srv (and by an unsubscribe that finds no bus_srv);
+%% - servers: `{Path, BusSrv}', each bus_srv claims its own entry;
+%% - writers: `{{Module, Path}, Writer}', the writer handles a backend
+%%   keeps open between broadcasts, keyed by the module that made them so
+%%   that code of one native version never uses another's.
+-module(bus_tables).
+
+%% API.
+-export([create/0]).
+-export([add_subscription/3, delete_subscription/2, subscriptions/1, subscribers/1]).
+-export([server/1, claim_server/2, release_server/2]).
+-export([writers_exist/0, writer/2, add_writer/3, delete_writer/3, take_writer/2,
+         delete_writers_except/1]).
+
+-define(SUBSCRIPTIONS, bus_subscriptions).
+-define(SERVERS, bus_servers).
+-define(WRITERS, bus_writers).
+
+%% API.
+
+%% Creates the tables; the calling process owns them.
+-spec create() -> ok.
+create() ->
+    ?SUBSCRIPTIONS = ets:new(?SUBSCRIPTIONS, [ordered_set, public, named_table,
+                                              {read_concurrency, true}]),
+    ?SERVERS = ets:new(?SERVERS, [set, public, named_table, {read_concurrency, true}]),
+    ?WRITERS = ets:new(?WRITERS, [set, public, named_table, {read_concurrency, true}]),
+    ok.
+
+%% Subscriptions.
+
+-spec add_subscription(binary(), pid(), term()) -> true.
+add_subscription(Path, Pid, Name) ->
+    ets:insert(?SUBSCRIPTIONS, {{Path, Pid}, Name}).
+
+-spec delete_subscription(binary(), pid()) -> true.
+delete_subscription(Path, Pid) ->
+    ets:delete(?SUBSCRIPTIONS, {Path, Pid}).
+
+%% The subscribers of a bus and the name each subscribed with.
+-spec subscriptions(binary()) -> [{pid(), term()}].
+subscriptions(Path) ->
+    ets:select(?SUBSCRIPTIONS, [{{{Path, '$1'}, '$2'}, [], [{{'$1', '$2'}}]}]).
+
+-spec subscribers(binary()) -> [pid()].
+subscribers(Path) ->
+    ets:select(?SUBSCRIPTIONS, [{{{Path, '$1'}, '_'}, [], ['$1']}]).
+
+%% Servers.
+
+%% The bus's bus_srv, if one has claimed it (it may have died since).
+-spec server(binary()) -> {ok, pid()} | error.
+server(Path) ->
+    case ets:lookup(?SERVERS, Path) of
+        [{_, Pid}] -> {ok, Pid};
+        [] -> error
+    end.
+
+%% Makes Pid the bus's bus_srv unless a live one exists.
+-spec claim_server(binary(), pid()) -> boolean().
+claim_server(Path, Pid) ->
+    case ets:insert_new(?SERVERS, {Path, Pid}) of
+        true ->
+            true;
+        false ->
+            case ets:lookup(?SERVERS, Path) of
+                [{_, Other}] ->
+                    case is_process_alive(Other) of
+                        true -> false;
+                        false -> replace(Path, Other, Pid) orelse claim_server(Path, Pid)
+                    end;
+                [] ->
+                    claim_server(Path, Pid)
+            end
+    end.
+
+%% Removes Pid's claim (not another's).
+-spec release_server(binary(), pid()) -> non_neg_integer().
+release_server(Path, Pid) ->
+    ets:select_delete(?SERVERS, [{{Path, Pid}, [], [true]}]).
+
+%% Writers.
+
+%% Whether the writers table exists (not when the application is not
+%% running: broadcasts then open a writer each).
+-spec writers_exist() -> boolean().
+writers_exist() ->
+    ets:whereis(?WRITERS) =/= undefined.
+
+-spec writer(module(), binary()) -> {ok, term()} | error.
+writer(Module, Path) ->
+    case ets:lookup(?WRITERS, {Module, Path}) of
+        [{_, Writer}] -> {ok, Writer};
+        [] -> error
+    end.
+
+%% Adds a writer unless one is there already.
+-spec add_writer(module(), binary(), term()) -> boolean().
+add_writer(Module, Path, Writer) ->
+    ets:insert_new(?WRITERS, {{Module, Path}, Writer}).
+
+%% Deletes this very writer (not one that replaced it).
+-spec delete_writer(module(), binary(), term()) -> non_neg_integer().
+delete_writer(Module, Path, Writer) ->
+    ets:select_delete(?WRITERS, [{{{Module, Path}, Writer}, [], [true]}]).
+
+-spec take_writer(module(), binary()) -> {ok, term()} | error.
+take_writer(Module, Path) ->
+    case writers_exist() andalso ets:take(?WRITERS, {Module, Path}) of
+        [{_, Writer}] -> {ok, Writer};
+        _ -> error
+    end.
+
+%% Deletes the writers of every module but Module; returns how many.
+-spec delete_writers_except(module()) -> non_neg_integer().
+delete_writers_except(Module) ->
+    case writers_exist() of
+        true -> ets:select_delete(?WRITERS, [{{{'$1', '_'}, '_'}, [{'=/=', '$1', Module}], [true]}]);
+        false -> 0
+    end.
+
+%% Internal.
+
+replace(Path, Dead, Pid) ->
+    1 =:= ets:select_replace(?SERVERS, [{{Path, Dead}, [], [{const, {Path, Pid}}]}]).

@@ -1,0 +1,169 @@
+%% The contract between a bus's bus_srv and its backend (bus_backend): the
+%% credit window (a paused bus_srv holds the bus; its mailbox stays small
+%% whatever the traffic) and the gap event (a restarted bus_srv tells its
+%% subscribers it may have missed messages, then forwards everything).
+-module(bus_backend_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([full_window_holds_the_bus/1, mailbox_stays_small_under_traffic/1,
+         restart_tells_subscribers_of_the_gap/1, info_shows_the_backend/1]).
+
+all() ->
+    [full_window_holds_the_bus, mailbox_stays_small_under_traffic,
+     restart_tells_subscribers_of_the_gap, info_shows_the_backend].
+
+init_per_suite(Config) -> bus_test_lib:start(Config).
+end_per_suite(Config) -> bus_test_lib:stop(Config).
+init_per_testcase(_Case, Config) -> Config.
+end_per_testcase(_Case, Config) ->
+    ok = application:unset_env(bus, window),
+    bus_test_lib:flush(),
+    bus_test_lib:cleanup(Config).
+
+%% A bus_srv that stops taking (suspended) lets its listener fill its
+%% window of 8 messages, which then holds the bus: a timed broadcast from
+%% another process times out with nothing published. Resumed, it forwards
+%% all, in order, exactly once, and the time held is counted.
+full_window_holds_the_bus(Config) ->
+    ok = application:set_env(bus, window, 8),
+    Bus = bus_test_lib:new_bus(Config),
+    ok = bus:subscribe(Bus),
+    {ok, Srv} = server(Bus),
+    ok = sys:suspend(Srv),
+    [ok = bus:broadcast(Bus, integer_to_binary(I)) || I <- lists:seq(1, 8)],
+    {error, timeout} = bus:broadcast(Bus, <<"9">>, #{timeout => 200}),
+    ok = sys:resume(Srv),
+    [ok = bus:broadcast(Bus, integer_to_binary(I)) || I <- lists:seq(9, 100)],
+    ?assertEqual(lists:seq(1, 100), receive_numbers(Bus, 100)),
+    #{listener := #{held_us := Held, queued := 0}} = bus:info(Bus),
+    ?assert(Held > 0),
+    ok = bus:unsubscribe(Bus).
+
+%% Under 100,000 back-to-back broadcasts to a subscriber that reads
+%% nothing until they are all sent, the bus's bus_srv never has more than
+%% a few messages in its mailbox (the window is in the listener); the
+%% subscriber then gets every message, in order.
+mailbox_stays_small_under_traffic(Config) ->
+    N = 100000,
+    Bus = bus_test_lib:new_bus(Config),
+    Self = self(),
+    Slow = spawn_link(fun() ->
+        ok = bus:subscribe(Bus),
+        Self ! subscribed,
+        receive go -> ok end,
+        Self ! {numbers, receive_numbers(Bus, N)}
+    end),
+    receive subscribed -> ok after 5000 -> ct:fail(not_subscribed) end,
+    {ok, Srv} = server(Bus),
+    Writer = spawn_link(fun() ->
+        [ok = bus:broadcast(Bus, integer_to_binary(I)) || I <- lists:seq(1, N)],
+        Self ! written
+    end),
+    Max = watch_mailbox(Srv, 0),
+    ct:log("largest bus_srv mailbox: ~b messages", [Max]),
+    ?assert(Max =< 4),
+    unlink(Writer),
+    Slow ! go,
+    Numbers = receive {numbers, Ns} -> Ns after 60000 -> ct:fail(subscriber_stuck) end,
+    ?assertEqual(lists:seq(1, N), Numbers).
+
+%% A bus_srv killed under traffic is restarted by its supervisor; its
+%% subscriber gets {bus_gap, Name}, then every later message in order.
+restart_tells_subscribers_of_the_gap(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    ok = bus:subscribe(Bus),
+    {ok, Srv} = server(Bus),
+    Self = self(),
+    Writer = spawn_link(fun() -> write_until_stopped(Bus, 1, Self) end),
+    %% Some traffic first.
+    First = receive_numbers(Bus, 50),
+    ?assertEqual(lists:seq(1, 50), First),
+    exit(Srv, kill),
+    {Before, After, Gaps} = collect_around_gap(Bus, First),
+    Writer ! stop,
+    Last = receive {written, L} -> L after 5000 -> ct:fail(writer_stuck) end,
+    Rest = case lists:last(After) of
+        Last -> [];
+        _ -> receive_numbers_until(Bus, Last)
+    end,
+    ct:log("before the gap up to ~b, after it ~b..~b",
+           [lists:last(Before), hd(After), Last]),
+    1 = Gaps,
+    ?assertEqual(lists:seq(1, lists:last(Before)), Before),
+    ?assertEqual(lists:seq(hd(After), Last), After ++ Rest),
+    ?assert(hd(After) > lists:last(Before)),
+    {ok, Srv2} = server(Bus),
+    ?assertNotEqual(Srv, Srv2),
+    ok = bus:unsubscribe(Bus).
+
+%% info/1 names the backend serving the bus, its version, and the
+%% listener's counters.
+info_shows_the_backend(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    ok = bus:subscribe(Bus),
+    ok = bus:broadcast(Bus, <<"0 x">>),
+    receive {bus, Bus, <<"0 x">>} -> ok after 1000 -> ct:fail(no_message) end,
+    #{backend := bus_backend_nif, native := N,
+      listener := #{taken := 1, delivered := 1, dropped := 0, queued := 0}} = bus:info(Bus),
+    ?assert(is_integer(N) andalso N > 0),
+    ok = bus:unsubscribe(Bus).
+
+%% Internal.
+
+server(Bus) ->
+    bus_tables:server(Bus).
+
+receive_numbers(Bus, N) ->
+    [receive {bus, Bus, M} -> binary_to_integer(M) after 10000 -> ct:fail({missing, I}) end
+     || I <- lists:seq(1, N)].
+
+receive_numbers_until(Bus, Last) ->
+    receive
+        {bus, Bus, M} ->
+            case binary_to_integer(M) of
+                Last -> [Last];
+                I -> [I | receive_numbers_until(Bus, Last)]
+            end
+    after 10000 -> ct:fail({missing_up_to, Last})
+    end.
+
+%% After the numbers Before: collects until the gap notice, then 50
+%% numbers after it.
+collect_around_gap(Bus, Before) ->
+    receive
+        {bus_gap, Bus} ->
+            collect_after(Bus, Before, []);
+        {bus, Bus, M} ->
+            collect_around_gap(Bus, Before ++ [binary_to_integer(M)])
+    after 10000 -> ct:fail(no_gap)
+    end.
+
+collect_after(Bus, Before, After) when length(After) >= 50 ->
+    {Before, lists:reverse(After), 1 + count_gaps(Bus)};
+collect_after(Bus, Before, After) ->
+    receive
+        {bus, Bus, M} -> collect_after(Bus, Before, [binary_to_integer(M) | After]);
+        {bus_gap, Bus} -> ct:fail(second_gap)
+    after 10000 -> ct:fail(nothing_after_gap)
+    end.
+
+count_gaps(Bus) ->
+    receive {bus_gap, Bus} -> 1 + count_gaps(Bus) after 0 -> 0 end.
+
+write_until_stopped(Bus, I, Parent) ->
+    receive stop -> Parent ! {written, I - 1}
+    after 0 ->
+        ok = bus:broadcast(Bus, integer_to_binary(I)),
+        write_until_stopped(Bus, I + 1, Parent)
+    end.
+
+%% The largest message_queue_len of Pid seen until the writer is done.
+watch_mailbox(Pid, Max) ->
+    receive written -> Max
+    after 1 ->
+        {message_queue_len, Len} = process_info(Pid, message_queue_len),
+        watch_mailbox(Pid, max(Max, Len))
+    end.
