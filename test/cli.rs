@@ -7,6 +7,8 @@
 //! process exit), each bounded by [`PATIENCE`]; only the output of commands
 //! that `bus listen` runs asynchronously is polled from a file.
 
+mod common;
+
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -18,62 +20,19 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bus::busfile::Keys;
+use common::{children_of, send_signal, temp_dir, until, FileIn, PATIENCE};
+use nix::sys::signal::Signal;
+use tempfile::TempDir;
 
 /// The binary under test.
 const BIN: &str = env!("CARGO_BIN_EXE_bus");
-
-/// How long anything may take before a test fails instead of hanging.
-const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A command for `bus listen`/`bus wait` that appends each message to `out`.
 fn append_to(out: &str) -> String {
     format!("printf '%s\\n' \"$msg\" >> '{out}'")
 }
 
-// --- Temporary directories, guarded buses and processes. -------------------
-
-/// A fresh directory under the system's temporary directory, removed with
-/// everything in it on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static COUNT: AtomicU32 = AtomicU32::new(0);
-        loop {
-            let n = COUNT.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir().join(format!("bus-cli-{}-{n}", std::process::id()));
-            match fs::create_dir(&path) {
-                Ok(()) => {
-                    // Other users must reach files in it (permission tests).
-                    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
-                        .expect("chmod temp dir");
-                    return TempDir(path);
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => panic!("create {}: {e}", path.display()),
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// The pathname of `name` in this directory, as a string for argv.
-    fn file(&self, name: &str) -> String {
-        self.0
-            .join(name)
-            .to_str()
-            .expect("UTF-8 temp dir")
-            .to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+// --- Guarded buses and processes. ---------------------------------------------
 
 /// Removes a bus on drop: through its file, or, if the file is gone or
 /// broken, through the keys it held when it was guarded.
@@ -151,21 +110,13 @@ impl Proc {
     }
 
     fn signal(&self, signal: i32) {
-        send_signal(self.pid(), signal);
+        send_signal(self.pid(), Signal::try_from(signal).expect("a signal"));
     }
 
-    /// Stops the process and waits until it is stopped (state `T` in
-    /// /proc): `kill` returns before the signal has taken effect.
+    /// Stops the process and waits until it is stopped.
     #[track_caller]
     fn stop(&self) {
-        self.signal(libc::SIGSTOP);
-        let stat = format!("/proc/{}/stat", self.pid());
-        until("the process to stop", || {
-            let text = fs::read_to_string(&stat).unwrap_or_default();
-            // The state follows the command name, which is in parentheses.
-            let state = text.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
-            (state == Some(Some('T'))).then_some(())
-        });
+        common::stop(self.child.id());
     }
 
     /// Waits until the bus at `path` counts `n` listeners, all asleep
@@ -291,7 +242,7 @@ fn run(cmd: &mut Command, args: Vec<String>) -> Run {
         }
         Err(_) => {
             // Not reaped yet (its waiter is blocked), so the pid is still ours.
-            send_signal(pid, libc::SIGKILL);
+            send_signal(pid, Signal::SIGKILL);
             panic!("bus {args:?} did not finish within {PATIENCE:?}");
         }
     }
@@ -328,19 +279,6 @@ fn bus_as_nobody(args: &[&str]) -> Run {
 }
 
 // --- Waiting and reading back. ----------------------------------------------
-
-/// Polls `check` until it returns a value, failing after [`PATIENCE`].
-#[track_caller]
-fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(2));
-    }
-}
 
 /// The listener count S of the bus at `path`.
 #[track_caller]
@@ -419,12 +357,6 @@ fn name_with_id(file: &str, id: u32) -> String {
 
 // --- Direct looks at the kernel. --------------------------------------------
 
-fn send_signal(pid: i32, signal: i32) {
-    // SAFETY: kill takes plain integers; `pid` is a child not yet reaped.
-    let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(rc, 0, "kill {pid}: {}", io::Error::last_os_error());
-}
-
 /// Whether a semaphore array with `key` exists.
 fn sem_exists(key: i32) -> bool {
     // SAFETY: semget takes plain integers; with no flags it only looks up.
@@ -462,32 +394,6 @@ fn absent_key(from: i32) -> i32 {
         .expect("a free key")
 }
 
-/// Children of `pid` with their states (`/proc/*/stat`).
-fn children_of(pid: i32) -> Vec<(i32, char)> {
-    let mut children = Vec::new();
-    for entry in fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue; // gone meanwhile
-        };
-        // "pid (comm) state ppid ...", where comm may hold anything.
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = after.split_whitespace();
-        let state = fields.next().and_then(|s| s.chars().next());
-        let ppid = fields.next().and_then(|s| s.parse::<i32>().ok());
-        if let (Some(state), Some(ppid)) = (state, ppid) {
-            if ppid == pid {
-                children.push((child, state));
-            }
-        }
-    }
-    children
-}
-
 // --- Help, version and usage errors. ----------------------------------------
 
 /// `--help`/`-h` and `--version`/`-V` print on stdout and exit 0.
@@ -509,7 +415,7 @@ fn help_and_version_print_on_stdout_and_exit_0() {
 /// options exit 2 with the usage on stderr and touch nothing.
 #[test]
 fn usage_errors_exit_2_and_change_nothing() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let cases: &[&[&str]] = &[
         &[],
         &["frobnicate"],
@@ -549,7 +455,7 @@ fn usage_errors_exit_2_and_change_nothing() {
 /// keeps its mode.
 #[test]
 fn invalid_permissions_exit_2() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let _guard = BusGuard::create(&p);
     for spec in ["rwx", "", "1777", "8", "u+x", "a"] {
@@ -563,7 +469,7 @@ fn invalid_permissions_exit_2() {
 /// at, so a missing bus does not turn a usage error into a failure (1).
 #[test]
 fn invalid_permissions_are_a_usage_error_before_the_bus_is_opened() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     bus(&["chmod", "rwx", &dir.file("missing")]).usage();
 }
 
@@ -573,7 +479,7 @@ fn invalid_permissions_are_a_usage_error_before_the_bus_is_opened() {
 /// naming a fresh 0600 semaphore array {0,0,1,0,0} and segment.
 #[test]
 fn create_writes_two_decimal_keys_with_mode_0600() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let r = bus(&["create", &p]).ok();
     let _guard = BusGuard::adopt(&p);
@@ -605,7 +511,7 @@ fn create_writes_two_decimal_keys_with_mode_0600() {
 /// alphanumerics>` (creating the directory) and prints that pathname.
 #[test]
 fn create_without_path_prints_a_random_bus_in_xdg_runtime_dir() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let xdg = dir.path().join("xdg");
     let bus_dir = xdg.join("bus");
     let mut made = Vec::new();
@@ -640,7 +546,7 @@ fn create_without_path_prints_a_random_bus_in_xdg_runtime_dir() {
 /// or after the command) fails with 1.
 #[test]
 fn create_existing_succeeds_unless_exclusive() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     bus(&["create", "-x", &p]).ok();
     let _guard = BusGuard::adopt(&p);
@@ -659,7 +565,7 @@ fn create_existing_succeeds_unless_exclusive() {
 /// second `remove` fails with 1.
 #[test]
 fn remove_deletes_the_file_and_both_ipc_objects() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     bus(&["create", &p]).ok();
     let guard = BusGuard::adopt(&p);
@@ -682,7 +588,7 @@ fn remove_deletes_the_file_and_both_ipc_objects() {
 /// `remove` of a pathname that does not exist fails with 1 and names it.
 #[test]
 fn remove_of_a_missing_bus_exits_1() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("missing");
     bus(&["remove", &p]).fails(&format!("{p}: no such bus"));
 }
@@ -693,7 +599,7 @@ fn remove_of_a_missing_bus_exits_1() {
 /// verbatim: never interpreted by the shell.
 #[test]
 fn listen_runs_the_command_with_msg_for_every_message() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -724,7 +630,7 @@ fn listen_runs_the_command_with_msg_for_every_message() {
 /// restoring the semaphores to their idle values.
 #[test]
 fn listen_exits_0_on_termination_signals_and_leaves_the_bus() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -774,7 +680,7 @@ fn zombie_detector_sees_a_zombie() {
 /// children left, zombie or not.
 #[test]
 fn listen_leaves_no_zombie_children() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -804,7 +710,7 @@ fn listen_leaves_no_zombie_children() {
 /// `listen` fails with 1 when its bus is removed under it.
 #[test]
 fn listen_exits_1_when_its_bus_is_removed() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -823,7 +729,7 @@ fn listen_exits_1_when_its_bus_is_removed() {
 /// bus and exits 0.
 #[test]
 fn wait_exits_after_one_message_having_run_the_command() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -841,7 +747,7 @@ fn wait_exits_after_one_message_having_run_the_command() {
 /// `-n` and `-x` work before and after the command name.
 #[test]
 fn options_go_before_or_after_the_command() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     bus(&["-x", "create", &p]).ok();
@@ -862,7 +768,7 @@ fn options_go_before_or_after_the_command() {
 /// `-`; a lone `-` is always an operand.
 #[test]
 fn double_dash_ends_options() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -880,7 +786,7 @@ fn double_dash_ends_options() {
 /// (stuck on a stopped listener); the bus works again once it is released.
 #[test]
 fn broadcast_nowait_fails_at_once_while_another_writer_holds_the_bus() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -918,7 +824,7 @@ fn broadcast_nowait_fails_at_once_while_another_writer_holds_the_bus() {
 /// writer's message is the one a listener may miss: it gets the next.)
 #[test]
 fn broadcast_interrupted_by_sigterm_exits_1_and_releases_the_bus() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -958,7 +864,7 @@ fn until_listeners_waiting(path: &str, n: u32) {
 /// of 2047 bytes arrives intact.
 #[test]
 fn messages_over_2047_bytes_are_refused_and_2047_arrive_intact() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let _guard = BusGuard::create(&p);
     let long: String = (0..2048)
@@ -1010,7 +916,7 @@ fn the_library_refuses_nul_and_overlong_messages() {
 /// read and write; the file gets the mode without group/other write.
 #[test]
 fn chmod_octal_and_symbolic() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -1049,7 +955,7 @@ fn chmod_octal_and_symbolic() {
 /// original `bus`.
 #[test]
 fn chmod_takes_permissions_starting_with_a_dash() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let _guard = BusGuard::create(&p);
     bus(&["chmod", "ugo", &p]).ok();
@@ -1067,7 +973,7 @@ fn chmod_takes_permissions_starting_with_a_dash() {
 /// nothing.
 #[test]
 fn chown_and_chgrp_with_ids_and_names() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -1115,7 +1021,7 @@ fn chown_and_chgrp_with_ids_and_names() {
 /// (2, as in the original), and the bus keeps its owner.
 #[test]
 fn malformed_owners_are_usage_errors() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let _guard = BusGuard::create(&p);
     bus(&["chown", "1234:5678", &p]).ok();
@@ -1132,7 +1038,7 @@ fn malformed_owners_are_usage_errors() {
 /// `stat` prints the keys, permissions, owner and the listener count.
 #[test]
 fn stat_prints_keys_permissions_owner_and_listeners() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let guard = BusGuard::create(&p);
@@ -1214,7 +1120,7 @@ fn every_command_fails_on(dir: &TempDir, path: &str, make: &dyn Fn(), reason: &s
 /// subcommand exits 1 with a clear message and never crashes.
 #[test]
 fn bad_bus_files_fail_with_1_for_every_subcommand() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bad");
     let sem = absent_key(12345);
     let shm = absent_key(67890);
@@ -1255,7 +1161,7 @@ fn bad_bus_files_fail_with_1_for_every_subcommand() {
 /// subcommand, and the real bus is unharmed.
 #[test]
 fn swapped_keys_fail_with_1_and_leave_the_real_bus_working() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let guard = BusGuard::create(&p);
@@ -1285,7 +1191,7 @@ fn other_users_are_refused_until_granted() {
         nix::unistd::geteuid().is_root(),
         "changing owners and running as another user needs root"
     );
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     bus(&["create", &p]).ok();
