@@ -411,6 +411,38 @@ fn help_and_version_print_on_stdout_and_exit_0() {
     }
 }
 
+/// The text after `{` + `head` in `text`, up to the next `"`: the version
+/// in `{release, {bus, "0.3.0"}` or `{vsn, "0.3.0"}`.
+fn quoted_after(text: &str, head: &str) -> String {
+    let squeezed: String = text.split_whitespace().collect();
+    let head: String = head.split_whitespace().collect();
+    let rest = squeezed
+        .split_once(&head)
+        .unwrap_or_else(|| panic!("no {head:?} in {text}"))
+        .1;
+    rest.strip_prefix('"')
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// `bus --version` is the crate's version, which is the Erlang release's
+/// and the application's.
+#[test]
+fn the_version_is_the_crates_and_the_erlang_releases() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rebar = fs::read_to_string(root.join("rebar.config")).unwrap();
+    let app = fs::read_to_string(root.join("apps/bus/src/bus.app.src")).unwrap();
+    let release = quoted_after(&rebar, "{release, {bus,");
+    let vsn = quoted_after(&app, "{vsn,");
+    let r = bus(&["--version"]).ok();
+    assert_eq!(r.stdout, format!("bus {release}\n"));
+    assert_eq!(r.stdout, format!("bus {vsn}\n"));
+    assert_eq!(r.stdout, format!("bus {}\n", env!("CARGO_PKG_VERSION")));
+}
+
 /// Unknown commands and options, wrong argument counts and misplaced
 /// options exit 2 with the usage on stderr and touch nothing.
 #[test]
