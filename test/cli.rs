@@ -10,7 +10,7 @@
 mod common;
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -219,12 +219,27 @@ impl Run {
 /// Runs `cmd` to completion (within [`PATIENCE`]) and collects its output.
 #[track_caller]
 fn run(cmd: &mut Command, args: Vec<String>) -> Run {
-    let child = cmd
-        .stdin(Stdio::null())
+    run_with_input(cmd, args, None)
+}
+
+/// Runs `cmd` with `input` (if any, else nothing) on its stdin, to
+/// completion (within [`PATIENCE`]), and collects its output.
+#[track_caller]
+fn run_with_input(cmd: &mut Command, args: Vec<String>, input: Option<Vec<u8>>) -> Run {
+    let mut child = cmd
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn bus");
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // The command may stop reading early (and fail): that is its call.
+        thread::spawn(move || stdin.write_all(&input));
+    }
     let pid = child.id() as i32;
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -254,6 +269,16 @@ fn bus(args: &[&str]) -> Run {
     run(
         Command::new(BIN).args(args),
         args.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
+/// `bus ARGS` with `input` on its stdin.
+#[track_caller]
+fn bus_with_input(args: &[&str], input: impl Into<Vec<u8>>) -> Run {
+    run_with_input(
+        Command::new(BIN).args(args),
+        args.iter().map(|s| s.to_string()).collect(),
+        Some(input.into()),
     )
 }
 
@@ -455,9 +480,10 @@ fn usage_errors_exit_2_and_change_nothing() {
         &["create", "p", "q"],
         &["remove"],
         &["remove", "p", "q"],
-        &["listen", "p"],
+        // (`listen PATH` and `wait PATH` print messages.)
+        &["listen"],
         &["listen", "p", "true", "x"],
-        &["wait", "p"],
+        &["wait"],
         &["broadcast", "p"],
         &["broadcast", "p", "m", "x"],
         &["chmod", "700"],
@@ -797,7 +823,8 @@ fn options_go_before_or_after_the_command() {
 }
 
 /// After `--` every argument is an operand, so a message may start with
-/// `-`; a lone `-` is always an operand.
+/// `-`; a lone `-` is always an operand (as the message: the lines of
+/// stdin, here the one line `-`).
 #[test]
 fn double_dash_ends_options() {
     let dir = temp_dir("cli");
@@ -809,7 +836,7 @@ fn double_dash_ends_options() {
     bus(&["broadcast", "--", &p, "-n"]).ok();
     bus(&["broadcast", "-n", "--", &p, "--x"]).ok();
     bus(&["--", "broadcast", &p, "-h"]).ok();
-    bus(&["broadcast", &p, "-"]).ok();
+    bus_with_input(&["broadcast", &p, "-"], "-\n").ok();
     bus(&["broadcast", &p, "-x"]).usage();
     assert_eq!(lines(&out, 4), sorted(&["-n", "--x", "-h", "-"]));
 }
