@@ -1,17 +1,24 @@
 //! The `bus` command line, run as the real binary in temporary directories:
 //! every subcommand and exit status, the bus file, permissions and
-//! ownership, signals, and bad input. Every bus a test makes is removed when
-//! the test ends, pass or fail, so nothing is left in `ipcs -s -m`.
+//! ownership, signals, and bad input; messages printed by `listen` and
+//! lines broadcast from stdin, in shell pipelines; `stat --json`,
+//! completions and the version. Every bus a test makes is removed when the
+//! test ends, pass or fail, so nothing is left in `ipcs -s -m`.
 //!
 //! Waits are on protocol signals (the listener count S, the writer lock X,
-//! process exit), each bounded by [`PATIENCE`]; only the output of commands
-//! that `bus listen` runs asynchronously is polled from a file.
+//! the count of processes attached to the bus, process exit), each bounded
+//! by [`PATIENCE`]; only the output of commands that `bus listen` runs
+//! asynchronously is polled from a file.
 
 mod common;
 
+use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -37,24 +44,22 @@ fn append_to(out: &str) -> String {
 /// Removes a bus on drop: through its file, or, if the file is gone or
 /// broken, through the keys it held when it was guarded.
 struct BusGuard {
-    path: String,
+    path: PathBuf,
     keys: Keys,
 }
 
 impl BusGuard {
     /// Creates a bus at `path` with the library.
-    fn create(path: &str) -> BusGuard {
-        bus::create(Some(Path::new(path)), true).expect("create bus");
+    fn create(path: impl AsRef<Path>) -> BusGuard {
+        bus::create(Some(path.as_ref()), true).expect("create bus");
         BusGuard::adopt(path)
     }
 
     /// Guards the bus another process made at `path`.
-    fn adopt(path: &str) -> BusGuard {
-        let keys = bus::busfile::read(Path::new(path)).expect("read bus file");
-        BusGuard {
-            path: path.to_owned(),
-            keys,
-        }
+    fn adopt(path: impl AsRef<Path>) -> BusGuard {
+        let path = path.as_ref().to_owned();
+        let keys = bus::busfile::read(&path).expect("read bus file");
+        BusGuard { path, keys }
     }
 }
 
@@ -66,8 +71,8 @@ impl Drop for BusGuard {
     }
 }
 
-/// A background `bus` process (a listener, a blocked writer), killed and
-/// reaped on drop if it is still running.
+/// A background process (a listener, a blocked writer, a shell pipeline),
+/// killed and reaped on drop if it is still running.
 struct Proc {
     child: Child,
     what: String,
@@ -77,24 +82,45 @@ struct Proc {
 impl Proc {
     /// Starts `bus ARGS`, its stderr kept in a file of `dir`.
     fn start(dir: &TempDir, args: &[&str]) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null());
+        Proc::spawn(dir, cmd, format!("bus {args:?}"))
+    }
+
+    /// Starts `cmd` in `dir`, as it is set up, its stderr kept in a file of
+    /// `dir`. `cmd` is dropped once the process is started, and with it
+    /// this process's copies of the descriptors given to it.
+    fn spawn(dir: &TempDir, mut cmd: Command, what: String) -> Proc {
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let stderr = dir.path().join(format!(
             "proc-{}.err",
             COUNT.fetch_add(1, Ordering::Relaxed)
         ));
-        let child = Command::new(BIN)
-            .args(args)
+        let child = cmd
             .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr).expect("create stderr file"))
             .spawn()
-            .expect("spawn bus");
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         Proc {
             child,
-            what: format!("bus {args:?}"),
+            what,
             stderr,
         }
+    }
+
+    /// `bus ARGS` (`listen` or `wait` without a command) with its stdout
+    /// read by a thread until it ends; [`Printer::output`] returns it.
+    fn print(dir: &TempDir, args: &[&str]) -> Printer {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped());
+        let mut proc = Proc::spawn(dir, cmd, format!("bus {args:?}"));
+        let mut stdout = proc.child.stdout.take().expect("stdout");
+        let output = thread::spawn(move || {
+            let mut bytes = Vec::new();
+            stdout.read_to_end(&mut bytes).expect("read the output");
+            bytes
+        });
+        Printer { proc, output }
     }
 
     /// `bus listen PATH` appending each message to `out`, once it is
@@ -143,6 +169,24 @@ impl Proc {
 
     fn stderr_text(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+/// A `bus` process whose stdout is collected.
+struct Printer {
+    proc: Proc,
+    output: thread::JoinHandle<Vec<u8>>,
+}
+
+impl Printer {
+    /// Waits for the process to exit (checking it exits 0 with nothing on
+    /// stderr) and returns everything it wrote on stdout.
+    #[track_caller]
+    fn output(mut self) -> Vec<u8> {
+        let status = self.proc.exit_status();
+        assert_eq!(status.code(), Some(0), "{}", self.proc.stderr_text());
+        assert_eq!(self.proc.stderr_text(), "", "{}", self.proc.what);
+        self.output.join().expect("output thread")
     }
 }
 
@@ -811,7 +855,7 @@ fn options_go_before_or_after_the_command() {
     bus(&["-x", "create", &p]).ok();
     let _guard = BusGuard::adopt(&p);
     bus(&["create", "-x", &dir.file("other")]).ok();
-    let _other = BusGuard::adopt(&dir.file("other"));
+    let _other = BusGuard::adopt(dir.file("other"));
     let _listener = Proc::listen(&dir, &p, &out, 1);
 
     bus(&["broadcast", "-n", &p, "0 after"]).ok();
@@ -1288,4 +1332,425 @@ fn other_users_are_refused_until_granted() {
     let s = bus::stat(&p).unwrap();
     assert_eq!((s.uid, s.gid, s.sem_mode), (0, 0, 0o600));
     reaches_listener(&p, &out, 1, "0 restored");
+}
+
+// --- Printed messages and lines from stdin. -------------------------------------
+
+/// The lines a test broadcasts through `bus broadcast PATH -`: numbered,
+/// with an empty line (an empty message), one that is not UTF-8, one of
+/// the longest length, tabs and a carriage return; the last without its
+/// `\n`. Returns the input and what `bus listen PATH` must print for it.
+fn numbered_lines(n: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut input = Vec::new();
+    for i in 0..n {
+        let line = match i % 1000 {
+            100 => Vec::new(),
+            200 => [format!("0 {i} ").as_bytes(), b"\xff\xfe not UTF-8"].concat(),
+            300 => format!("0 {i} ")
+                .bytes()
+                .chain(std::iter::repeat(b'l'))
+                .take(2047)
+                .collect(),
+            400 => format!("0 {i}\tta\tbs\r").into_bytes(),
+            _ => format!("0 line {i}").into_bytes(),
+        };
+        input.extend_from_slice(&line);
+        input.push(b'\n');
+    }
+    let want = input.clone();
+    input.pop();
+    (input, want)
+}
+
+/// 10,000 lines piped into `bus broadcast PATH -` reach `bus listen PATH`
+/// piped into `wc -l`: the bus is opened once, so this takes well under
+/// the test's patience.
+#[test]
+fn ten_thousand_lines_from_stdin_reach_listen_piped_into_wc() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    let pid_file = dir.file("listener.pid");
+    let count = dir.file("count");
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(r#"{ "$0" listen "$1" & echo $! >"$2"; wait; } | wc -l >"$3""#)
+        .args([BIN, &p, &pid_file, &count])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut pipeline = Proc::spawn(&dir, sh, "bus listen | wc -l".into());
+    pipeline.until_listeners(&p, 1);
+
+    let input: String = (0..10_000).map(|i| format!("0 line {i}\n")).collect();
+    let start = Instant::now();
+    bus_with_input(&["broadcast", &p, "-"], input).ok();
+    eprintln!("10,000 lines broadcast in {:?}", start.elapsed());
+
+    let listener: i32 = until("the listener's pid", || {
+        fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    send_signal(listener, Signal::SIGTERM);
+    let status = pipeline.exit_status();
+    assert_eq!(status.code(), Some(0), "{}", pipeline.stderr_text());
+    assert_eq!(fs::read_to_string(&count).unwrap().trim(), "10000");
+    assert_eq!(listeners(&p), 0);
+}
+
+/// `bus listen PATH` prints each message, byte for byte, followed by a
+/// newline, in the order they were broadcast: 10,000 lines from stdin,
+/// among them an empty one, one that is not UTF-8 and one of 2047 bytes;
+/// the last line, without its newline, counts.
+#[test]
+fn listen_prints_every_line_exactly_and_in_order() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    let mut printer = Proc::print(&dir, &["listen", &p]);
+    printer.proc.until_listeners(&p, 1);
+
+    let (input, want) = numbered_lines(10_000);
+    bus_with_input(&["broadcast", &p, "-"], input).ok();
+    printer.proc.signal(libc::SIGTERM);
+    let got = printer.output();
+    let first_difference = got.iter().zip(&want).position(|(a, b)| a != b);
+    assert!(
+        got == want,
+        "{} bytes printed, {} broadcast; first difference at {first_difference:?}",
+        got.len(),
+        want.len()
+    );
+    assert_eq!(bus::stat(&p).unwrap().values, [0, 0, 1, 0, 0]);
+}
+
+/// With `-0`, each message is followed by a NUL byte, so messages holding
+/// newlines come out exactly; `wait -0` prints one and exits 0.
+#[test]
+fn listen_and_wait_with_0_end_each_message_with_nul() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    let mut printer = Proc::print(&dir, &["listen", "-0", &p]);
+    printer.proc.until_listeners(&p, 1);
+    let messages = ["0 two\nlines", "0 a\n\nb\n", "", "\n", "0 tab\there"];
+    for m in messages {
+        bus(&["broadcast", &p, m]).ok();
+    }
+    printer.proc.signal(libc::SIGTERM);
+    let want: Vec<u8> = messages.iter().flat_map(|m| m.bytes().chain([0])).collect();
+    assert_eq!(printer.output(), want);
+
+    let mut waiter = Proc::print(&dir, &["wait", &p, "-0"]);
+    waiter.proc.until_listeners(&p, 1);
+    bus(&["broadcast", &p, "0 one\nmessage"]).ok();
+    assert_eq!(waiter.output(), b"0 one\nmessage\0");
+    assert_eq!(listeners(&p), 0);
+
+    // Without -0, a newline follows each message, whatever it holds.
+    let mut waiter = Proc::print(&dir, &["wait", &p]);
+    waiter.proc.until_listeners(&p, 1);
+    bus(&["broadcast", &p, "0 x\ny"]).ok();
+    assert_eq!(waiter.output(), b"0 x\ny\n");
+}
+
+/// Lines that are not messages (over 2047 bytes, or holding a NUL) are
+/// reported by number with the library's reason and skipped; the others
+/// are sent, in order; the exit status is 1.
+#[test]
+fn refused_lines_are_reported_by_number_and_the_rest_are_sent() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    let mut printer = Proc::print(&dir, &["listen", &p]);
+    printer.proc.until_listeners(&p, 1);
+
+    let longest = vec![b'y'; 2047];
+    let lines: [&[u8]; 8] = [
+        b"0 one",
+        b"0 two",
+        &[b'a'; 2048],
+        b"0 four",
+        b"0 fi\0ve",
+        &longest,
+        &[b'b'; 1_000_000],
+        b"0 last",
+    ];
+    let input = lines.join(&b'\n');
+    let r = bus_with_input(&["broadcast", &p, "-"], input);
+    assert_eq!(r.status.code(), Some(1), "{r}");
+    let reason = |line: &[u8]| bus::Message::new(line).unwrap_err().to_string();
+    let want = format!(
+        "bus: line 3: {}\nbus: line 5: {}\nbus: line 7: {}\n",
+        reason(lines[2]),
+        reason(lines[4]),
+        reason(lines[6])
+    );
+    assert_eq!(r.stderr, want);
+    assert!(
+        r.stderr.contains("line 7: message too long: 1000000 bytes"),
+        "{r}"
+    );
+    assert!(r.stdout.is_empty(), "{r}");
+
+    printer.proc.signal(libc::SIGTERM);
+    let sent = [lines[0], lines[1], lines[3], lines[5], lines[7]];
+    let want: Vec<u8> = sent
+        .iter()
+        .flat_map(|l| l.iter().chain(b"\n"))
+        .copied()
+        .collect();
+    assert_eq!(printer.output(), want);
+
+    // Nothing refused, nothing to read: 0.
+    bus_with_input(&["broadcast", &p, "-"], "").ok();
+    bus_with_input(&["broadcast", "-n", &p, "-"], "0 a\n0 b\n").ok();
+}
+
+/// `bus listen PATH | head -n 1`: once `head` has its line and exits, the
+/// listener leaves the bus and exits 0 at once, without waiting for
+/// another message, and the pipeline ends.
+#[test]
+fn listen_leaves_the_bus_when_the_reader_of_its_pipe_exits() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    let status = dir.file("status");
+    let out = dir.file("out");
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(r#"{ "$0" listen "$1"; echo $? >"$2"; } | head -n 1 >"$3""#)
+        .args([BIN, &p, &status, &out])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut pipeline = Proc::spawn(&dir, sh, "bus listen | head -n 1".into());
+    pipeline.until_listeners(&p, 1);
+
+    bus(&["broadcast", &p, "0 first"]).ok();
+    let code = pipeline.exit_status();
+    assert_eq!(code.code(), Some(0), "{}", pipeline.stderr_text());
+    assert_eq!(pipeline.stderr_text(), "");
+    assert_eq!(fs::read_to_string(&status).unwrap(), "0\n");
+    assert_eq!(fs::read_to_string(&out).unwrap(), "0 first\n");
+    assert_eq!(bus::stat(&p).unwrap().values, [0, 0, 1, 0, 0]);
+}
+
+/// When its output is not a pipe (a socket here), the listener sees its
+/// reader gone at the next message: the write fails with EPIPE, and it
+/// leaves the bus and exits 0 without a word.
+#[test]
+fn listen_exits_0_quietly_on_epipe() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["listen", &p])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(OwnedFd::from(theirs)));
+    let mut listener = Proc::spawn(&dir, cmd, "bus listen >socket".into());
+    listener.until_listeners(&p, 1);
+
+    bus(&["broadcast", &p, "0 one"]).ok();
+    let mut got = [0; 6];
+    ours.set_read_timeout(Some(PATIENCE)).unwrap();
+    (&ours).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"0 one\n");
+    drop(ours);
+    bus(&["broadcast", &p, "0 two"]).ok();
+    assert_eq!(listener.exit_status().code(), Some(0));
+    assert_eq!(listener.stderr_text(), "");
+    assert_eq!(bus::stat(&p).unwrap().values, [0, 0, 1, 0, 0]);
+}
+
+/// `broadcast PATH -` ends with 1 on SIGTERM, whether it waits for input
+/// or for a stopped listener (then the bus is released and works again).
+#[test]
+fn lines_from_stdin_end_with_1_on_sigterm() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let _guard = BusGuard::create(&p);
+    let start_writer = || {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["broadcast", &p, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
+        Proc::spawn(&dir, cmd, "bus broadcast PATH -".into())
+    };
+
+    // Waiting for input, with the bus open (attached).
+    let mut writer = start_writer();
+    let _stdin = writer.child.stdin.take();
+    until("the writer to open the bus", || {
+        (bus::stat(&p).unwrap().attached == 1).then_some(())
+    });
+    writer.signal(libc::SIGTERM);
+    assert_eq!(writer.exit_status().code(), Some(1));
+    assert_eq!(writer.stderr_text(), "bus: interrupted\n");
+
+    // Waiting for a stopped listener.
+    let listener = Proc::listen(&dir, &p, &out, 1);
+    listener.stop();
+    let mut writer = start_writer();
+    let mut stdin = writer.child.stdin.take().unwrap();
+    stdin.write_all(b"0 held\n").unwrap();
+    until_writer_blocked(&p);
+    writer.signal(libc::SIGTERM);
+    assert_eq!(writer.exit_status().code(), Some(1));
+    assert!(
+        writer.stderr_text().starts_with("bus: line 1: "),
+        "{}",
+        writer.stderr_text()
+    );
+    assert_eq!(
+        bus::stat(&p).unwrap().values[2],
+        1,
+        "writer lock not released"
+    );
+    listener.signal(libc::SIGCONT);
+    until_listeners_waiting(&p, 1);
+    reaches_listener(&p, &out, 0, "0 still works");
+}
+
+// --- stat --json, completions, usage. -------------------------------------------
+
+/// `stat --json` prints one JSON object on one line, whose fields are what
+/// the library's `stat` says.
+#[test]
+fn stat_json_is_one_object_with_what_stat_says() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let guard = BusGuard::create(&p);
+    let _listener = Proc::listen(&dir, &p, &out, 1);
+    bus(&["chmod", "640", &p]).ok();
+    bus(&["chown", "1234:5678", &p]).ok();
+
+    for args in [["stat", "--json", &p], ["stat", &p, "--json"]] {
+        let r = bus(&args).ok();
+        assert!(
+            r.stdout.ends_with('\n') && r.stdout.lines().count() == 1,
+            "{r}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+        let s = bus::stat(&p).unwrap();
+        let [sv, wv, xv, qv, nv] = s.values;
+        let want = serde_json::json!({
+            "path": p,
+            "semaphore_key": guard.keys.sem,
+            "memory_key": guard.keys.shm,
+            "mode": "660",
+            "file_mode": "640",
+            "uid": 1234,
+            "gid": 5678,
+            "listeners": 1,
+            "waiting": s.waiting,
+            "semaphores": {"S": sv, "W": wv, "X": xv, "Q": qv, "N": nv},
+            "attached": s.attached,
+        });
+        assert_eq!(json, want);
+        assert_eq!((sv, s.waiting, s.attached), (1, 1, 1));
+    }
+    bus(&["stat", "--json", &dir.file("missing")]).fails("no such bus");
+}
+
+/// The path in `stat --json` is escaped (quotes, backslashes, control
+/// characters); bytes that are not UTF-8 become U+FFFD.
+#[test]
+fn stat_json_escapes_the_path() {
+    let dir = temp_dir("cli");
+    let name = "a \"bus\" \\ with\na\tnewline\u{1}";
+    let p = dir.file(name);
+    let _guard = BusGuard::create(&p);
+    let r = bus(&["stat", "--json", &p]).ok();
+    assert_eq!(r.stdout.lines().count(), 1, "{r}");
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(json["path"], p.as_str());
+
+    let raw = dir.path().join(OsStr::from_bytes(b"bus-\xff\xfe"));
+    let _guard = BusGuard::create(&raw);
+    let r = run(
+        Command::new(BIN).arg("stat").arg("--json").arg(&raw),
+        vec![
+            "stat".into(),
+            "--json".into(),
+            raw.to_string_lossy().into_owned(),
+        ],
+    )
+    .ok();
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(json["path"], raw.to_string_lossy().as_ref());
+    assert!(raw.to_string_lossy().ends_with("bus-\u{fffd}\u{fffd}"));
+}
+
+/// `--completions SHELL` prints a script for bash, zsh and fish that knows
+/// the commands; the bash one defines the completion of `bus`.
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    let dir = temp_dir("cli");
+    for shell in ["bash", "zsh", "fish"] {
+        let r = bus(&["--completions", shell]).ok();
+        assert!(r.stderr.is_empty(), "{r}");
+        for word in ["broadcast", "listen", "chmod", "stat"] {
+            assert!(r.stdout.contains(word), "{shell} script lacks {word}: {r}");
+        }
+        if shell == "bash" {
+            let script = dir.file("bus.bash");
+            fs::write(&script, &r.stdout).unwrap();
+            let sourced = Command::new("bash")
+                .args(["-c", r#"source "$1" && complete -p bus"#, "bash", &script])
+                .output()
+                .unwrap();
+            assert!(sourced.status.success(), "{sourced:?}");
+            assert!(String::from_utf8_lossy(&sourced.stdout).contains("-F _bus"));
+        }
+    }
+    for args in [&["--completions", "tcsh"][..], &["--completions"]] {
+        bus(args).usage();
+    }
+}
+
+/// The new forms' usage errors exit 2, leave the bus as it was and make
+/// nothing: `-0` with a COMMAND, an unknown shell, `--completions` with a
+/// command, and `-x` or `-n` anywhere but with their commands.
+#[test]
+fn usage_errors_of_the_new_forms_exit_2_and_change_nothing() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let _guard = BusGuard::create(&p);
+    let before = bus::stat(&p).unwrap();
+    let cmd = append_to(&out);
+    let cases: &[&[&str]] = &[
+        &["listen", "-0", &p, &cmd],
+        &["listen", &p, "-0", &cmd],
+        &["listen", &p, &cmd, "-0"],
+        &["wait", "-0", &p, &cmd],
+        &["--completions", "tcsh"],
+        &["--completions", "bash", "stat", &p],
+        &["stat", &p, "--completions", "bash"],
+        &["-x", "listen", &p],
+        &["listen", "-x", &p],
+        &["-x", "stat", &p],
+        &["stat", "-x", &p],
+        &["-x", "broadcast", &p, "-"],
+        &["-n", "stat", "--json", &p],
+        &["-n", "listen", "-0", &p],
+        &["stat", "--jsn", &p],
+        &["broadcast", &p, "-", "x"],
+    ];
+    for args in cases {
+        let r = bus_in(&dir, args).usage();
+        assert_eq!(
+            r.stderr.lines().next().map(|l| l.starts_with("bus: ")),
+            Some(true)
+        );
+        assert!(!r.stderr.contains("error:"), "clap's own format: {r}");
+    }
+    assert_eq!(bus::stat(&p).unwrap(), before);
+    let mut left: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["bus"], "usage errors made files");
 }
