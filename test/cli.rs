@@ -2,8 +2,9 @@
 //! every subcommand and exit status, the bus file, permissions and
 //! ownership, signals, and bad input; messages printed by `listen` and
 //! lines broadcast from stdin, in shell pipelines; `stat --json`,
-//! completions and the version. Every bus a test makes is removed when the
-//! test ends, pass or fail, so nothing is left in `ipcs -s -m`.
+//! completions, the version, and `make install`. Every bus a test makes is
+//! removed when the test ends, pass or fail, so nothing is left in
+//! `ipcs -s -m`.
 //!
 //! Waits are on protocol signals (the listener count S, the writer lock X,
 //! the count of processes attached to the bus, process exit), each bounded
@@ -1611,7 +1612,7 @@ fn lines_from_stdin_end_with_1_on_sigterm() {
     reaches_listener(&p, &out, 0, "0 still works");
 }
 
-// --- stat --json, completions, usage. -------------------------------------------
+// --- stat --json, completions, usage, install. ---------------------------------
 
 /// `stat --json` prints one JSON object on one line, whose fields are what
 /// the library's `stat` says.
@@ -1753,4 +1754,114 @@ fn usage_errors_of_the_new_forms_exit_2_and_change_nothing() {
         .collect();
     left.sort();
     assert_eq!(left, ["bus"], "usage errors made files");
+}
+
+/// `make install DESTDIR=D PREFIX=/usr` puts the command, the C library
+/// (as native/libbus/install.sh did), the manual pages there are and the
+/// completions in place, and the installed command runs; `make uninstall`
+/// removes every file. It relies on the release build (made by `make`, or
+/// by CI before the tests), and builds only what is missing.
+#[test]
+fn make_install_puts_everything_in_place_and_uninstall_removes_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target_dir = Path::new(BIN).parent().unwrap().parent().unwrap();
+    let dest = temp_dir("install");
+    let make = |goal: &str| {
+        let mut cmd = Command::new("make");
+        cmd.arg("-C")
+            .arg(root)
+            .arg(goal)
+            .arg(format!("DESTDIR={}", dest.path().display()))
+            .arg("PREFIX=/usr")
+            .arg(format!("TARGET_DIR={}", target_dir.display()));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("make (is it installed?)");
+        // A fresh tree may have to build libbus first.
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || tx.send(child.wait_with_output()));
+        let output = rx
+            .recv_timeout(Duration::from_secs(600))
+            .unwrap_or_else(|_| panic!("make {goal} did not finish"))
+            .unwrap();
+        assert!(output.status.success(), "make {goal}: {output:?}");
+    };
+    make("install");
+
+    let usr = dest.path().join("usr");
+    let installed = |path: &str| {
+        let meta = fs::symlink_metadata(usr.join(path));
+        meta.unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    assert_eq!(installed("bin/bus").mode() & 0o777, 0o755);
+    assert!(installed("lib/libbus.so.3.1.0").is_file());
+    for link in ["lib/libbus.so.3", "lib/libbus.so"] {
+        assert!(installed(link).file_type().is_symlink(), "{link}");
+        assert_eq!(
+            fs::read_link(usr.join(link)).unwrap(),
+            Path::new("libbus.so.3.1.0")
+        );
+    }
+    assert!(installed("lib/libbus.a").is_file());
+    assert_eq!(
+        fs::read(usr.join("include/bus.h")).unwrap(),
+        fs::read(root.join("native/libbus/include/bus.h")).unwrap()
+    );
+    let pc = fs::read_to_string(usr.join("lib/pkgconfig/bus.pc")).unwrap();
+    assert!(pc.lines().any(|l| l == "prefix=/usr"), "{pc}");
+    let version = format!("Version: {}", env!("CARGO_PKG_VERSION"));
+    assert!(pc.lines().any(|l| l == version), "{pc}");
+    let scripts = [
+        "share/bash-completion/completions/bus",
+        "share/zsh/site-functions/_bus",
+        "share/fish/vendor_completions.d/bus.fish",
+    ];
+    for script in scripts {
+        let text = fs::read_to_string(usr.join(script)).unwrap();
+        assert!(text.contains("broadcast"), "{script}");
+    }
+    let mut pages = 0;
+    for (dir, sections) in [
+        ("src/bin/man", ["1", "5"]),
+        ("native/libbus/man", ["3", "7"]),
+    ] {
+        for page in fs::read_dir(root.join(dir)).into_iter().flatten().flatten() {
+            let name = page.file_name().to_string_lossy().into_owned();
+            let Some(section) = sections.iter().find(|s| name.ends_with(&format!(".{s}"))) else {
+                continue;
+            };
+            let there = format!("share/man/man{section}/{name}");
+            assert_eq!(
+                fs::read(usr.join(&there)).unwrap(),
+                fs::read(page.path()).unwrap()
+            );
+            pages += 1;
+        }
+    }
+    eprintln!("{pages} manual page(s) installed");
+
+    let installed_bus = usr.join("bin/bus");
+    let r = run(
+        Command::new(installed_bus).arg("--version"),
+        vec!["--version".into()],
+    )
+    .ok();
+    assert_eq!(r.stdout, format!("bus {}\n", env!("CARGO_PKG_VERSION")));
+
+    make("uninstall");
+    let mut left = Vec::new();
+    let mut dirs = vec![dest.path().to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(entry.path());
+            } else {
+                left.push(entry.path());
+            }
+        }
+    }
+    assert!(left.is_empty(), "left by make uninstall: {left:?}");
 }
