@@ -1,15 +1,25 @@
 //! The `bus` command line, run as the real binary in temporary directories:
 //! every subcommand and exit status, the bus file, permissions and
-//! ownership, signals, and bad input. Every bus a test makes is removed when
-//! the test ends, pass or fail, so nothing is left in `ipcs -s -m`.
+//! ownership, signals, and bad input; messages printed by `listen` and
+//! lines broadcast from stdin, in shell pipelines; `stat --json`,
+//! completions, the version, and `make install`. Every bus a test makes is
+//! removed when the test ends, pass or fail, so nothing is left in
+//! `ipcs -s -m`.
 //!
 //! Waits are on protocol signals (the listener count S, the writer lock X,
-//! process exit), each bounded by [`PATIENCE`]; only the output of commands
-//! that `bus listen` runs asynchronously is polled from a file.
+//! the count of processes attached to the bus, process exit), each bounded
+//! by [`PATIENCE`]; only the output of commands that `bus listen` runs
+//! asynchronously is polled from a file.
 
+mod common;
+
+use std::ffi::OsStr;
 use std::fs;
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,84 +28,39 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bus::busfile::Keys;
+use common::{children_of, send_signal, temp_dir, until, FileIn, PATIENCE};
+use nix::sys::signal::Signal;
+use tempfile::TempDir;
 
 /// The binary under test.
 const BIN: &str = env!("CARGO_BIN_EXE_bus");
-
-/// How long anything may take before a test fails instead of hanging.
-const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A command for `bus listen`/`bus wait` that appends each message to `out`.
 fn append_to(out: &str) -> String {
     format!("printf '%s\\n' \"$msg\" >> '{out}'")
 }
 
-// --- Temporary directories, guarded buses and processes. -------------------
-
-/// A fresh directory under the system's temporary directory, removed with
-/// everything in it on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static COUNT: AtomicU32 = AtomicU32::new(0);
-        loop {
-            let n = COUNT.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir().join(format!("bus-cli-{}-{n}", std::process::id()));
-            match fs::create_dir(&path) {
-                Ok(()) => {
-                    // Other users must reach files in it (permission tests).
-                    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
-                        .expect("chmod temp dir");
-                    return TempDir(path);
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => panic!("create {}: {e}", path.display()),
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// The pathname of `name` in this directory, as a string for argv.
-    fn file(&self, name: &str) -> String {
-        self.0
-            .join(name)
-            .to_str()
-            .expect("UTF-8 temp dir")
-            .to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+// --- Guarded buses and processes. ---------------------------------------------
 
 /// Removes a bus on drop: through its file, or, if the file is gone or
 /// broken, through the keys it held when it was guarded.
 struct BusGuard {
-    path: String,
+    path: PathBuf,
     keys: Keys,
 }
 
 impl BusGuard {
     /// Creates a bus at `path` with the library.
-    fn create(path: &str) -> BusGuard {
-        bus::create(Some(Path::new(path)), true).expect("create bus");
+    fn create(path: impl AsRef<Path>) -> BusGuard {
+        bus::create(Some(path.as_ref()), true).expect("create bus");
         BusGuard::adopt(path)
     }
 
     /// Guards the bus another process made at `path`.
-    fn adopt(path: &str) -> BusGuard {
-        let keys = bus::busfile::read(Path::new(path)).expect("read bus file");
-        BusGuard {
-            path: path.to_owned(),
-            keys,
-        }
+    fn adopt(path: impl AsRef<Path>) -> BusGuard {
+        let path = path.as_ref().to_owned();
+        let keys = bus::busfile::read(&path).expect("read bus file");
+        BusGuard { path, keys }
     }
 }
 
@@ -107,8 +72,8 @@ impl Drop for BusGuard {
     }
 }
 
-/// A background `bus` process (a listener, a blocked writer), killed and
-/// reaped on drop if it is still running.
+/// A background process (a listener, a blocked writer, a shell pipeline),
+/// killed and reaped on drop if it is still running.
 struct Proc {
     child: Child,
     what: String,
@@ -118,24 +83,45 @@ struct Proc {
 impl Proc {
     /// Starts `bus ARGS`, its stderr kept in a file of `dir`.
     fn start(dir: &TempDir, args: &[&str]) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null());
+        Proc::spawn(dir, cmd, format!("bus {args:?}"))
+    }
+
+    /// Starts `cmd` in `dir`, as it is set up, its stderr kept in a file of
+    /// `dir`. `cmd` is dropped once the process is started, and with it
+    /// this process's copies of the descriptors given to it.
+    fn spawn(dir: &TempDir, mut cmd: Command, what: String) -> Proc {
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let stderr = dir.path().join(format!(
             "proc-{}.err",
             COUNT.fetch_add(1, Ordering::Relaxed)
         ));
-        let child = Command::new(BIN)
-            .args(args)
+        let child = cmd
             .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr).expect("create stderr file"))
             .spawn()
-            .expect("spawn bus");
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         Proc {
             child,
-            what: format!("bus {args:?}"),
+            what,
             stderr,
         }
+    }
+
+    /// `bus ARGS` (`listen` or `wait` without a command) with its stdout
+    /// read by a thread until it ends; [`Printer::output`] returns it.
+    fn print(dir: &TempDir, args: &[&str]) -> Printer {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped());
+        let mut proc = Proc::spawn(dir, cmd, format!("bus {args:?}"));
+        let mut stdout = proc.child.stdout.take().expect("stdout");
+        let output = thread::spawn(move || {
+            let mut bytes = Vec::new();
+            stdout.read_to_end(&mut bytes).expect("read the output");
+            bytes
+        });
+        Printer { proc, output }
     }
 
     /// `bus listen PATH` appending each message to `out`, once it is
@@ -151,21 +137,13 @@ impl Proc {
     }
 
     fn signal(&self, signal: i32) {
-        send_signal(self.pid(), signal);
+        send_signal(self.pid(), Signal::try_from(signal).expect("a signal"));
     }
 
-    /// Stops the process and waits until it is stopped (state `T` in
-    /// /proc): `kill` returns before the signal has taken effect.
+    /// Stops the process and waits until it is stopped.
     #[track_caller]
     fn stop(&self) {
-        self.signal(libc::SIGSTOP);
-        let stat = format!("/proc/{}/stat", self.pid());
-        until("the process to stop", || {
-            let text = fs::read_to_string(&stat).unwrap_or_default();
-            // The state follows the command name, which is in parentheses.
-            let state = text.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
-            (state == Some(Some('T'))).then_some(())
-        });
+        common::stop(self.child.id());
     }
 
     /// Waits until the bus at `path` counts `n` listeners, all asleep
@@ -192,6 +170,24 @@ impl Proc {
 
     fn stderr_text(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+/// A `bus` process whose stdout is collected.
+struct Printer {
+    proc: Proc,
+    output: thread::JoinHandle<Vec<u8>>,
+}
+
+impl Printer {
+    /// Waits for the process to exit (checking it exits 0 with nothing on
+    /// stderr) and returns everything it wrote on stdout.
+    #[track_caller]
+    fn output(mut self) -> Vec<u8> {
+        let status = self.proc.exit_status();
+        assert_eq!(status.code(), Some(0), "{}", self.proc.stderr_text());
+        assert_eq!(self.proc.stderr_text(), "", "{}", self.proc.what);
+        self.output.join().expect("output thread")
     }
 }
 
@@ -268,12 +264,27 @@ impl Run {
 /// Runs `cmd` to completion (within [`PATIENCE`]) and collects its output.
 #[track_caller]
 fn run(cmd: &mut Command, args: Vec<String>) -> Run {
-    let child = cmd
-        .stdin(Stdio::null())
+    run_with_input(cmd, args, None)
+}
+
+/// Runs `cmd` with `input` (if any, else nothing) on its stdin, to
+/// completion (within [`PATIENCE`]), and collects its output.
+#[track_caller]
+fn run_with_input(cmd: &mut Command, args: Vec<String>, input: Option<Vec<u8>>) -> Run {
+    let mut child = cmd
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn bus");
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // The command may stop reading early (and fail): that is its call.
+        thread::spawn(move || stdin.write_all(&input));
+    }
     let pid = child.id() as i32;
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -291,7 +302,7 @@ fn run(cmd: &mut Command, args: Vec<String>) -> Run {
         }
         Err(_) => {
             // Not reaped yet (its waiter is blocked), so the pid is still ours.
-            send_signal(pid, libc::SIGKILL);
+            send_signal(pid, Signal::SIGKILL);
             panic!("bus {args:?} did not finish within {PATIENCE:?}");
         }
     }
@@ -303,6 +314,16 @@ fn bus(args: &[&str]) -> Run {
     run(
         Command::new(BIN).args(args),
         args.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
+/// `bus ARGS` with `input` on its stdin.
+#[track_caller]
+fn bus_with_input(args: &[&str], input: impl Into<Vec<u8>>) -> Run {
+    run_with_input(
+        Command::new(BIN).args(args),
+        args.iter().map(|s| s.to_string()).collect(),
+        Some(input.into()),
     )
 }
 
@@ -328,19 +349,6 @@ fn bus_as_nobody(args: &[&str]) -> Run {
 }
 
 // --- Waiting and reading back. ----------------------------------------------
-
-/// Polls `check` until it returns a value, failing after [`PATIENCE`].
-#[track_caller]
-fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(2));
-    }
-}
 
 /// The listener count S of the bus at `path`.
 #[track_caller]
@@ -419,12 +427,6 @@ fn name_with_id(file: &str, id: u32) -> String {
 
 // --- Direct looks at the kernel. --------------------------------------------
 
-fn send_signal(pid: i32, signal: i32) {
-    // SAFETY: kill takes plain integers; `pid` is a child not yet reaped.
-    let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(rc, 0, "kill {pid}: {}", io::Error::last_os_error());
-}
-
 /// Whether a semaphore array with `key` exists.
 fn sem_exists(key: i32) -> bool {
     // SAFETY: semget takes plain integers; with no flags it only looks up.
@@ -462,32 +464,6 @@ fn absent_key(from: i32) -> i32 {
         .expect("a free key")
 }
 
-/// Children of `pid` with their states (`/proc/*/stat`).
-fn children_of(pid: i32) -> Vec<(i32, char)> {
-    let mut children = Vec::new();
-    for entry in fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue; // gone meanwhile
-        };
-        // "pid (comm) state ppid ...", where comm may hold anything.
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = after.split_whitespace();
-        let state = fields.next().and_then(|s| s.chars().next());
-        let ppid = fields.next().and_then(|s| s.parse::<i32>().ok());
-        if let (Some(state), Some(ppid)) = (state, ppid) {
-            if ppid == pid {
-                children.push((child, state));
-            }
-        }
-    }
-    children
-}
-
 // --- Help, version and usage errors. ----------------------------------------
 
 /// `--help`/`-h` and `--version`/`-V` print on stdout and exit 0.
@@ -505,11 +481,43 @@ fn help_and_version_print_on_stdout_and_exit_0() {
     }
 }
 
+/// The text after `{` + `head` in `text`, up to the next `"`: the version
+/// in `{release, {bus, "0.3.0"}` or `{vsn, "0.3.0"}`.
+fn quoted_after(text: &str, head: &str) -> String {
+    let squeezed: String = text.split_whitespace().collect();
+    let head: String = head.split_whitespace().collect();
+    let rest = squeezed
+        .split_once(&head)
+        .unwrap_or_else(|| panic!("no {head:?} in {text}"))
+        .1;
+    rest.strip_prefix('"')
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// `bus --version` is the crate's version, which is the Erlang release's
+/// and the application's.
+#[test]
+fn the_version_is_the_crates_and_the_erlang_releases() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rebar = fs::read_to_string(root.join("rebar.config")).unwrap();
+    let app = fs::read_to_string(root.join("apps/bus/src/bus.app.src")).unwrap();
+    let release = quoted_after(&rebar, "{release, {bus,");
+    let vsn = quoted_after(&app, "{vsn,");
+    let r = bus(&["--version"]).ok();
+    assert_eq!(r.stdout, format!("bus {release}\n"));
+    assert_eq!(r.stdout, format!("bus {vsn}\n"));
+    assert_eq!(r.stdout, format!("bus {}\n", env!("CARGO_PKG_VERSION")));
+}
+
 /// Unknown commands and options, wrong argument counts and misplaced
 /// options exit 2 with the usage on stderr and touch nothing.
 #[test]
 fn usage_errors_exit_2_and_change_nothing() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let cases: &[&[&str]] = &[
         &[],
         &["frobnicate"],
@@ -517,9 +525,10 @@ fn usage_errors_exit_2_and_change_nothing() {
         &["create", "p", "q"],
         &["remove"],
         &["remove", "p", "q"],
-        &["listen", "p"],
+        // (`listen PATH` and `wait PATH` print messages.)
+        &["listen"],
         &["listen", "p", "true", "x"],
-        &["wait", "p"],
+        &["wait"],
         &["broadcast", "p"],
         &["broadcast", "p", "m", "x"],
         &["chmod", "700"],
@@ -549,7 +558,7 @@ fn usage_errors_exit_2_and_change_nothing() {
 /// keeps its mode.
 #[test]
 fn invalid_permissions_exit_2() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let _guard = BusGuard::create(&p);
     for spec in ["rwx", "", "1777", "8", "u+x", "a"] {
@@ -563,7 +572,7 @@ fn invalid_permissions_exit_2() {
 /// at, so a missing bus does not turn a usage error into a failure (1).
 #[test]
 fn invalid_permissions_are_a_usage_error_before_the_bus_is_opened() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     bus(&["chmod", "rwx", &dir.file("missing")]).usage();
 }
 
@@ -573,7 +582,7 @@ fn invalid_permissions_are_a_usage_error_before_the_bus_is_opened() {
 /// naming a fresh 0600 semaphore array {0,0,1,0,0} and segment.
 #[test]
 fn create_writes_two_decimal_keys_with_mode_0600() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let r = bus(&["create", &p]).ok();
     let _guard = BusGuard::adopt(&p);
@@ -605,7 +614,7 @@ fn create_writes_two_decimal_keys_with_mode_0600() {
 /// alphanumerics>` (creating the directory) and prints that pathname.
 #[test]
 fn create_without_path_prints_a_random_bus_in_xdg_runtime_dir() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let xdg = dir.path().join("xdg");
     let bus_dir = xdg.join("bus");
     let mut made = Vec::new();
@@ -640,7 +649,7 @@ fn create_without_path_prints_a_random_bus_in_xdg_runtime_dir() {
 /// or after the command) fails with 1.
 #[test]
 fn create_existing_succeeds_unless_exclusive() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     bus(&["create", "-x", &p]).ok();
     let _guard = BusGuard::adopt(&p);
@@ -659,7 +668,7 @@ fn create_existing_succeeds_unless_exclusive() {
 /// second `remove` fails with 1.
 #[test]
 fn remove_deletes_the_file_and_both_ipc_objects() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     bus(&["create", &p]).ok();
     let guard = BusGuard::adopt(&p);
@@ -682,7 +691,7 @@ fn remove_deletes_the_file_and_both_ipc_objects() {
 /// `remove` of a pathname that does not exist fails with 1 and names it.
 #[test]
 fn remove_of_a_missing_bus_exits_1() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("missing");
     bus(&["remove", &p]).fails(&format!("{p}: no such bus"));
 }
@@ -693,7 +702,7 @@ fn remove_of_a_missing_bus_exits_1() {
 /// verbatim: never interpreted by the shell.
 #[test]
 fn listen_runs_the_command_with_msg_for_every_message() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -724,7 +733,7 @@ fn listen_runs_the_command_with_msg_for_every_message() {
 /// restoring the semaphores to their idle values.
 #[test]
 fn listen_exits_0_on_termination_signals_and_leaves_the_bus() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -774,7 +783,7 @@ fn zombie_detector_sees_a_zombie() {
 /// children left, zombie or not.
 #[test]
 fn listen_leaves_no_zombie_children() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -804,7 +813,7 @@ fn listen_leaves_no_zombie_children() {
 /// `listen` fails with 1 when its bus is removed under it.
 #[test]
 fn listen_exits_1_when_its_bus_is_removed() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -823,7 +832,7 @@ fn listen_exits_1_when_its_bus_is_removed() {
 /// bus and exits 0.
 #[test]
 fn wait_exits_after_one_message_having_run_the_command() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -841,13 +850,13 @@ fn wait_exits_after_one_message_having_run_the_command() {
 /// `-n` and `-x` work before and after the command name.
 #[test]
 fn options_go_before_or_after_the_command() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     bus(&["-x", "create", &p]).ok();
     let _guard = BusGuard::adopt(&p);
     bus(&["create", "-x", &dir.file("other")]).ok();
-    let _other = BusGuard::adopt(&dir.file("other"));
+    let _other = BusGuard::adopt(dir.file("other"));
     let _listener = Proc::listen(&dir, &p, &out, 1);
 
     bus(&["broadcast", "-n", &p, "0 after"]).ok();
@@ -859,10 +868,11 @@ fn options_go_before_or_after_the_command() {
 }
 
 /// After `--` every argument is an operand, so a message may start with
-/// `-`; a lone `-` is always an operand.
+/// `-`; a lone `-` is always an operand (as the message: the lines of
+/// stdin, here the one line `-`).
 #[test]
 fn double_dash_ends_options() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -871,7 +881,7 @@ fn double_dash_ends_options() {
     bus(&["broadcast", "--", &p, "-n"]).ok();
     bus(&["broadcast", "-n", "--", &p, "--x"]).ok();
     bus(&["--", "broadcast", &p, "-h"]).ok();
-    bus(&["broadcast", &p, "-"]).ok();
+    bus_with_input(&["broadcast", &p, "-"], "-\n").ok();
     bus(&["broadcast", &p, "-x"]).usage();
     assert_eq!(lines(&out, 4), sorted(&["-n", "--x", "-h", "-"]));
 }
@@ -880,7 +890,7 @@ fn double_dash_ends_options() {
 /// (stuck on a stopped listener); the bus works again once it is released.
 #[test]
 fn broadcast_nowait_fails_at_once_while_another_writer_holds_the_bus() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -918,7 +928,7 @@ fn broadcast_nowait_fails_at_once_while_another_writer_holds_the_bus() {
 /// writer's message is the one a listener may miss: it gets the next.)
 #[test]
 fn broadcast_interrupted_by_sigterm_exits_1_and_releases_the_bus() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -958,7 +968,7 @@ fn until_listeners_waiting(path: &str, n: u32) {
 /// of 2047 bytes arrives intact.
 #[test]
 fn messages_over_2047_bytes_are_refused_and_2047_arrive_intact() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let _guard = BusGuard::create(&p);
     let long: String = (0..2048)
@@ -1010,7 +1020,7 @@ fn the_library_refuses_nul_and_overlong_messages() {
 /// read and write; the file gets the mode without group/other write.
 #[test]
 fn chmod_octal_and_symbolic() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -1049,7 +1059,7 @@ fn chmod_octal_and_symbolic() {
 /// original `bus`.
 #[test]
 fn chmod_takes_permissions_starting_with_a_dash() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let _guard = BusGuard::create(&p);
     bus(&["chmod", "ugo", &p]).ok();
@@ -1067,7 +1077,7 @@ fn chmod_takes_permissions_starting_with_a_dash() {
 /// nothing.
 #[test]
 fn chown_and_chgrp_with_ids_and_names() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let _guard = BusGuard::create(&p);
@@ -1115,7 +1125,7 @@ fn chown_and_chgrp_with_ids_and_names() {
 /// (2, as in the original), and the bus keeps its owner.
 #[test]
 fn malformed_owners_are_usage_errors() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let _guard = BusGuard::create(&p);
     bus(&["chown", "1234:5678", &p]).ok();
@@ -1132,7 +1142,7 @@ fn malformed_owners_are_usage_errors() {
 /// `stat` prints the keys, permissions, owner and the listener count.
 #[test]
 fn stat_prints_keys_permissions_owner_and_listeners() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let guard = BusGuard::create(&p);
@@ -1214,7 +1224,7 @@ fn every_command_fails_on(dir: &TempDir, path: &str, make: &dyn Fn(), reason: &s
 /// subcommand exits 1 with a clear message and never crashes.
 #[test]
 fn bad_bus_files_fail_with_1_for_every_subcommand() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bad");
     let sem = absent_key(12345);
     let shm = absent_key(67890);
@@ -1255,7 +1265,7 @@ fn bad_bus_files_fail_with_1_for_every_subcommand() {
 /// subcommand, and the real bus is unharmed.
 #[test]
 fn swapped_keys_fail_with_1_and_leave_the_real_bus_working() {
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     let guard = BusGuard::create(&p);
@@ -1285,7 +1295,7 @@ fn other_users_are_refused_until_granted() {
         nix::unistd::geteuid().is_root(),
         "changing owners and running as another user needs root"
     );
-    let dir = TempDir::new();
+    let dir = temp_dir("cli");
     let p = dir.file("bus");
     let out = dir.file("out");
     bus(&["create", &p]).ok();
@@ -1323,4 +1333,535 @@ fn other_users_are_refused_until_granted() {
     let s = bus::stat(&p).unwrap();
     assert_eq!((s.uid, s.gid, s.sem_mode), (0, 0, 0o600));
     reaches_listener(&p, &out, 1, "0 restored");
+}
+
+// --- Printed messages and lines from stdin. -------------------------------------
+
+/// The lines a test broadcasts through `bus broadcast PATH -`: numbered,
+/// with an empty line (an empty message), one that is not UTF-8, one of
+/// the longest length, tabs and a carriage return; the last without its
+/// `\n`. Returns the input and what `bus listen PATH` must print for it.
+fn numbered_lines(n: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut input = Vec::new();
+    for i in 0..n {
+        let line = match i % 1000 {
+            100 => Vec::new(),
+            200 => [format!("0 {i} ").as_bytes(), b"\xff\xfe not UTF-8"].concat(),
+            300 => format!("0 {i} ")
+                .bytes()
+                .chain(std::iter::repeat(b'l'))
+                .take(2047)
+                .collect(),
+            400 => format!("0 {i}\tta\tbs\r").into_bytes(),
+            _ => format!("0 line {i}").into_bytes(),
+        };
+        input.extend_from_slice(&line);
+        input.push(b'\n');
+    }
+    let want = input.clone();
+    input.pop();
+    (input, want)
+}
+
+/// 10,000 lines piped into `bus broadcast PATH -` reach `bus listen PATH`
+/// piped into `wc -l`: the bus is opened once, so this takes well under
+/// the test's patience.
+#[test]
+fn ten_thousand_lines_from_stdin_reach_listen_piped_into_wc() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    let pid_file = dir.file("listener.pid");
+    let count = dir.file("count");
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(r#"{ "$0" listen "$1" & echo $! >"$2"; wait; } | wc -l >"$3""#)
+        .args([BIN, &p, &pid_file, &count])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut pipeline = Proc::spawn(&dir, sh, "bus listen | wc -l".into());
+    pipeline.until_listeners(&p, 1);
+
+    let input: String = (0..10_000).map(|i| format!("0 line {i}\n")).collect();
+    let start = Instant::now();
+    bus_with_input(&["broadcast", &p, "-"], input).ok();
+    eprintln!("10,000 lines broadcast in {:?}", start.elapsed());
+
+    let listener: i32 = until("the listener's pid", || {
+        fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    send_signal(listener, Signal::SIGTERM);
+    let status = pipeline.exit_status();
+    assert_eq!(status.code(), Some(0), "{}", pipeline.stderr_text());
+    assert_eq!(fs::read_to_string(&count).unwrap().trim(), "10000");
+    assert_eq!(listeners(&p), 0);
+}
+
+/// `bus listen PATH` prints each message, byte for byte, followed by a
+/// newline, in the order they were broadcast: 10,000 lines from stdin,
+/// among them an empty one, one that is not UTF-8 and one of 2047 bytes;
+/// the last line, without its newline, counts.
+#[test]
+fn listen_prints_every_line_exactly_and_in_order() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    let mut printer = Proc::print(&dir, &["listen", &p]);
+    printer.proc.until_listeners(&p, 1);
+
+    let (input, want) = numbered_lines(10_000);
+    bus_with_input(&["broadcast", &p, "-"], input).ok();
+    printer.proc.signal(libc::SIGTERM);
+    let got = printer.output();
+    let first_difference = got.iter().zip(&want).position(|(a, b)| a != b);
+    assert!(
+        got == want,
+        "{} bytes printed, {} broadcast; first difference at {first_difference:?}",
+        got.len(),
+        want.len()
+    );
+    assert_eq!(bus::stat(&p).unwrap().values, [0, 0, 1, 0, 0]);
+}
+
+/// With `-0`, each message is followed by a NUL byte, so messages holding
+/// newlines come out exactly; `wait -0` prints one and exits 0.
+#[test]
+fn listen_and_wait_with_0_end_each_message_with_nul() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    let mut printer = Proc::print(&dir, &["listen", "-0", &p]);
+    printer.proc.until_listeners(&p, 1);
+    let messages = ["0 two\nlines", "0 a\n\nb\n", "", "\n", "0 tab\there"];
+    for m in messages {
+        bus(&["broadcast", &p, m]).ok();
+    }
+    printer.proc.signal(libc::SIGTERM);
+    let want: Vec<u8> = messages.iter().flat_map(|m| m.bytes().chain([0])).collect();
+    assert_eq!(printer.output(), want);
+
+    let mut waiter = Proc::print(&dir, &["wait", &p, "-0"]);
+    waiter.proc.until_listeners(&p, 1);
+    bus(&["broadcast", &p, "0 one\nmessage"]).ok();
+    assert_eq!(waiter.output(), b"0 one\nmessage\0");
+    assert_eq!(listeners(&p), 0);
+
+    // Without -0, a newline follows each message, whatever it holds.
+    let mut waiter = Proc::print(&dir, &["wait", &p]);
+    waiter.proc.until_listeners(&p, 1);
+    bus(&["broadcast", &p, "0 x\ny"]).ok();
+    assert_eq!(waiter.output(), b"0 x\ny\n");
+}
+
+/// Lines that are not messages (over 2047 bytes, or holding a NUL) are
+/// reported by number with the library's reason and skipped; the others
+/// are sent, in order; the exit status is 1.
+#[test]
+fn refused_lines_are_reported_by_number_and_the_rest_are_sent() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    let mut printer = Proc::print(&dir, &["listen", &p]);
+    printer.proc.until_listeners(&p, 1);
+
+    let longest = vec![b'y'; 2047];
+    let lines: [&[u8]; 8] = [
+        b"0 one",
+        b"0 two",
+        &[b'a'; 2048],
+        b"0 four",
+        b"0 fi\0ve",
+        &longest,
+        &[b'b'; 1_000_000],
+        b"0 last",
+    ];
+    let input = lines.join(&b'\n');
+    let r = bus_with_input(&["broadcast", &p, "-"], input);
+    assert_eq!(r.status.code(), Some(1), "{r}");
+    let reason = |line: &[u8]| bus::Message::new(line).unwrap_err().to_string();
+    let want = format!(
+        "bus: line 3: {}\nbus: line 5: {}\nbus: line 7: {}\n",
+        reason(lines[2]),
+        reason(lines[4]),
+        reason(lines[6])
+    );
+    assert_eq!(r.stderr, want);
+    assert!(
+        r.stderr.contains("line 7: message too long: 1000000 bytes"),
+        "{r}"
+    );
+    assert!(r.stdout.is_empty(), "{r}");
+
+    printer.proc.signal(libc::SIGTERM);
+    let sent = [lines[0], lines[1], lines[3], lines[5], lines[7]];
+    let want: Vec<u8> = sent
+        .iter()
+        .flat_map(|l| l.iter().chain(b"\n"))
+        .copied()
+        .collect();
+    assert_eq!(printer.output(), want);
+
+    // Nothing refused, nothing to read: 0.
+    bus_with_input(&["broadcast", &p, "-"], "").ok();
+    bus_with_input(&["broadcast", "-n", &p, "-"], "0 a\n0 b\n").ok();
+}
+
+/// `bus listen PATH | head -n 1`: once `head` has its line and exits, the
+/// listener leaves the bus and exits 0 at once, without waiting for
+/// another message, and the pipeline ends.
+#[test]
+fn listen_leaves_the_bus_when_the_reader_of_its_pipe_exits() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    let status = dir.file("status");
+    let out = dir.file("out");
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(r#"{ "$0" listen "$1"; echo $? >"$2"; } | head -n 1 >"$3""#)
+        .args([BIN, &p, &status, &out])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut pipeline = Proc::spawn(&dir, sh, "bus listen | head -n 1".into());
+    pipeline.until_listeners(&p, 1);
+
+    bus(&["broadcast", &p, "0 first"]).ok();
+    let code = pipeline.exit_status();
+    assert_eq!(code.code(), Some(0), "{}", pipeline.stderr_text());
+    assert_eq!(pipeline.stderr_text(), "");
+    assert_eq!(fs::read_to_string(&status).unwrap(), "0\n");
+    assert_eq!(fs::read_to_string(&out).unwrap(), "0 first\n");
+    assert_eq!(bus::stat(&p).unwrap().values, [0, 0, 1, 0, 0]);
+}
+
+/// When its output is not a pipe (a socket here), the listener sees its
+/// reader gone at the next message: the write fails with EPIPE, and it
+/// leaves the bus and exits 0 without a word.
+#[test]
+fn listen_exits_0_quietly_on_epipe() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let _guard = BusGuard::create(&p);
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["listen", &p])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(OwnedFd::from(theirs)));
+    let mut listener = Proc::spawn(&dir, cmd, "bus listen >socket".into());
+    listener.until_listeners(&p, 1);
+
+    bus(&["broadcast", &p, "0 one"]).ok();
+    let mut got = [0; 6];
+    ours.set_read_timeout(Some(PATIENCE)).unwrap();
+    (&ours).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"0 one\n");
+    drop(ours);
+    bus(&["broadcast", &p, "0 two"]).ok();
+    assert_eq!(listener.exit_status().code(), Some(0));
+    assert_eq!(listener.stderr_text(), "");
+    assert_eq!(bus::stat(&p).unwrap().values, [0, 0, 1, 0, 0]);
+}
+
+/// `broadcast PATH -` ends with 1 on SIGTERM, whether it waits for input
+/// or for a stopped listener (then the bus is released and works again).
+#[test]
+fn lines_from_stdin_end_with_1_on_sigterm() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let _guard = BusGuard::create(&p);
+    let start_writer = || {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["broadcast", &p, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
+        Proc::spawn(&dir, cmd, "bus broadcast PATH -".into())
+    };
+
+    // Waiting for input, with the bus open (attached).
+    let mut writer = start_writer();
+    let _stdin = writer.child.stdin.take();
+    until("the writer to open the bus", || {
+        (bus::stat(&p).unwrap().attached == 1).then_some(())
+    });
+    writer.signal(libc::SIGTERM);
+    assert_eq!(writer.exit_status().code(), Some(1));
+    assert_eq!(writer.stderr_text(), "bus: interrupted\n");
+
+    // Waiting for a stopped listener.
+    let listener = Proc::listen(&dir, &p, &out, 1);
+    listener.stop();
+    let mut writer = start_writer();
+    let mut stdin = writer.child.stdin.take().unwrap();
+    stdin.write_all(b"0 held\n").unwrap();
+    until_writer_blocked(&p);
+    writer.signal(libc::SIGTERM);
+    assert_eq!(writer.exit_status().code(), Some(1));
+    assert!(
+        writer.stderr_text().starts_with("bus: line 1: "),
+        "{}",
+        writer.stderr_text()
+    );
+    assert_eq!(
+        bus::stat(&p).unwrap().values[2],
+        1,
+        "writer lock not released"
+    );
+    listener.signal(libc::SIGCONT);
+    until_listeners_waiting(&p, 1);
+    reaches_listener(&p, &out, 0, "0 still works");
+}
+
+// --- stat --json, completions, usage, install. ---------------------------------
+
+/// `stat --json` prints one JSON object on one line, whose fields are what
+/// the library's `stat` says.
+#[test]
+fn stat_json_is_one_object_with_what_stat_says() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let guard = BusGuard::create(&p);
+    let _listener = Proc::listen(&dir, &p, &out, 1);
+    bus(&["chmod", "640", &p]).ok();
+    bus(&["chown", "1234:5678", &p]).ok();
+
+    for args in [["stat", "--json", &p], ["stat", &p, "--json"]] {
+        let r = bus(&args).ok();
+        assert!(
+            r.stdout.ends_with('\n') && r.stdout.lines().count() == 1,
+            "{r}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+        let s = bus::stat(&p).unwrap();
+        let [sv, wv, xv, qv, nv] = s.values;
+        let want = serde_json::json!({
+            "path": p,
+            "semaphore_key": guard.keys.sem,
+            "memory_key": guard.keys.shm,
+            "mode": "660",
+            "file_mode": "640",
+            "uid": 1234,
+            "gid": 5678,
+            "listeners": 1,
+            "waiting": s.waiting,
+            "semaphores": {"S": sv, "W": wv, "X": xv, "Q": qv, "N": nv},
+            "attached": s.attached,
+        });
+        assert_eq!(json, want);
+        assert_eq!((sv, s.waiting, s.attached), (1, 1, 1));
+    }
+    bus(&["stat", "--json", &dir.file("missing")]).fails("no such bus");
+}
+
+/// The path in `stat --json` is escaped (quotes, backslashes, control
+/// characters); bytes that are not UTF-8 become U+FFFD.
+#[test]
+fn stat_json_escapes_the_path() {
+    let dir = temp_dir("cli");
+    let name = "a \"bus\" \\ with\na\tnewline\u{1}";
+    let p = dir.file(name);
+    let _guard = BusGuard::create(&p);
+    let r = bus(&["stat", "--json", &p]).ok();
+    assert_eq!(r.stdout.lines().count(), 1, "{r}");
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(json["path"], p.as_str());
+
+    let raw = dir.path().join(OsStr::from_bytes(b"bus-\xff\xfe"));
+    let _guard = BusGuard::create(&raw);
+    let r = run(
+        Command::new(BIN).arg("stat").arg("--json").arg(&raw),
+        vec![
+            "stat".into(),
+            "--json".into(),
+            raw.to_string_lossy().into_owned(),
+        ],
+    )
+    .ok();
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(json["path"], raw.to_string_lossy().as_ref());
+    assert!(raw.to_string_lossy().ends_with("bus-\u{fffd}\u{fffd}"));
+}
+
+/// `--completions SHELL` prints a script for bash, zsh and fish that knows
+/// the commands; the bash one defines the completion of `bus`.
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    let dir = temp_dir("cli");
+    for shell in ["bash", "zsh", "fish"] {
+        let r = bus(&["--completions", shell]).ok();
+        assert!(r.stderr.is_empty(), "{r}");
+        for word in ["broadcast", "listen", "chmod", "stat"] {
+            assert!(r.stdout.contains(word), "{shell} script lacks {word}: {r}");
+        }
+        if shell == "bash" {
+            let script = dir.file("bus.bash");
+            fs::write(&script, &r.stdout).unwrap();
+            let sourced = Command::new("bash")
+                .args(["-c", r#"source "$1" && complete -p bus"#, "bash", &script])
+                .output()
+                .unwrap();
+            assert!(sourced.status.success(), "{sourced:?}");
+            assert!(String::from_utf8_lossy(&sourced.stdout).contains("-F _bus"));
+        }
+    }
+    for args in [&["--completions", "tcsh"][..], &["--completions"]] {
+        bus(args).usage();
+    }
+}
+
+/// The new forms' usage errors exit 2, leave the bus as it was and make
+/// nothing: `-0` with a COMMAND, an unknown shell, `--completions` with a
+/// command, and `-x` or `-n` anywhere but with their commands.
+#[test]
+fn usage_errors_of_the_new_forms_exit_2_and_change_nothing() {
+    let dir = temp_dir("cli");
+    let p = dir.file("bus");
+    let out = dir.file("out");
+    let _guard = BusGuard::create(&p);
+    let before = bus::stat(&p).unwrap();
+    let cmd = append_to(&out);
+    let cases: &[&[&str]] = &[
+        &["listen", "-0", &p, &cmd],
+        &["listen", &p, "-0", &cmd],
+        &["listen", &p, &cmd, "-0"],
+        &["wait", "-0", &p, &cmd],
+        &["--completions", "tcsh"],
+        &["--completions", "bash", "stat", &p],
+        &["stat", &p, "--completions", "bash"],
+        &["-x", "listen", &p],
+        &["listen", "-x", &p],
+        &["-x", "stat", &p],
+        &["stat", "-x", &p],
+        &["-x", "broadcast", &p, "-"],
+        &["-n", "stat", "--json", &p],
+        &["-n", "listen", "-0", &p],
+        &["stat", "--jsn", &p],
+        &["broadcast", &p, "-", "x"],
+    ];
+    for args in cases {
+        let r = bus_in(&dir, args).usage();
+        assert_eq!(
+            r.stderr.lines().next().map(|l| l.starts_with("bus: ")),
+            Some(true)
+        );
+        assert!(!r.stderr.contains("error:"), "clap's own format: {r}");
+    }
+    assert_eq!(bus::stat(&p).unwrap(), before);
+    let mut left: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["bus"], "usage errors made files");
+}
+
+/// `make install DESTDIR=D PREFIX=/usr` puts the command, the C library
+/// (as native/libbus/install.sh did), the manual pages there are and the
+/// completions in place, and the installed command runs; `make uninstall`
+/// removes every file. It relies on the release build (made by `make`, or
+/// by CI before the tests), and builds only what is missing.
+#[test]
+fn make_install_puts_everything_in_place_and_uninstall_removes_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target_dir = Path::new(BIN).parent().unwrap().parent().unwrap();
+    let dest = temp_dir("install");
+    let make = |goal: &str| {
+        let mut cmd = Command::new("make");
+        cmd.arg("-C")
+            .arg(root)
+            .arg(goal)
+            .arg(format!("DESTDIR={}", dest.path().display()))
+            .arg("PREFIX=/usr")
+            .arg(format!("TARGET_DIR={}", target_dir.display()));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("make (is it installed?)");
+        // A fresh tree may have to build libbus first.
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || tx.send(child.wait_with_output()));
+        let output = rx
+            .recv_timeout(Duration::from_secs(600))
+            .unwrap_or_else(|_| panic!("make {goal} did not finish"))
+            .unwrap();
+        assert!(output.status.success(), "make {goal}: {output:?}");
+    };
+    make("install");
+
+    let usr = dest.path().join("usr");
+    let installed = |path: &str| {
+        let meta = fs::symlink_metadata(usr.join(path));
+        meta.unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    assert_eq!(installed("bin/bus").mode() & 0o777, 0o755);
+    assert!(installed("lib/libbus.so.3.1.0").is_file());
+    for link in ["lib/libbus.so.3", "lib/libbus.so"] {
+        assert!(installed(link).file_type().is_symlink(), "{link}");
+        assert_eq!(
+            fs::read_link(usr.join(link)).unwrap(),
+            Path::new("libbus.so.3.1.0")
+        );
+    }
+    assert!(installed("lib/libbus.a").is_file());
+    assert_eq!(
+        fs::read(usr.join("include/bus.h")).unwrap(),
+        fs::read(root.join("native/libbus/include/bus.h")).unwrap()
+    );
+    let pc = fs::read_to_string(usr.join("lib/pkgconfig/bus.pc")).unwrap();
+    assert!(pc.lines().any(|l| l == "prefix=/usr"), "{pc}");
+    let version = format!("Version: {}", env!("CARGO_PKG_VERSION"));
+    assert!(pc.lines().any(|l| l == version), "{pc}");
+    let scripts = [
+        "share/bash-completion/completions/bus",
+        "share/zsh/site-functions/_bus",
+        "share/fish/vendor_completions.d/bus.fish",
+    ];
+    for script in scripts {
+        let text = fs::read_to_string(usr.join(script)).unwrap();
+        assert!(text.contains("broadcast"), "{script}");
+    }
+    let mut pages = 0;
+    for (dir, sections) in [
+        ("src/bin/man", ["1", "5"]),
+        ("native/libbus/man", ["3", "7"]),
+    ] {
+        for page in fs::read_dir(root.join(dir)).into_iter().flatten().flatten() {
+            let name = page.file_name().to_string_lossy().into_owned();
+            let Some(section) = sections.iter().find(|s| name.ends_with(&format!(".{s}"))) else {
+                continue;
+            };
+            let there = format!("share/man/man{section}/{name}");
+            assert_eq!(
+                fs::read(usr.join(&there)).unwrap(),
+                fs::read(page.path()).unwrap()
+            );
+            pages += 1;
+        }
+    }
+    eprintln!("{pages} manual page(s) installed");
+
+    let installed_bus = usr.join("bin/bus");
+    let r = run(
+        Command::new(installed_bus).arg("--version"),
+        vec!["--version".into()],
+    )
+    .ok();
+    assert_eq!(r.stdout, format!("bus {}\n", env!("CARGO_PKG_VERSION")));
+
+    make("uninstall");
+    let mut left = Vec::new();
+    let mut dirs = vec![dest.path().to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(entry.path());
+            } else {
+                left.push(entry.path());
+            }
+        }
+    }
+    assert!(left.is_empty(), "left by make uninstall: {left:?}");
 }

@@ -1,39 +1,83 @@
-//! Helpers shared by the multi-process tests: temporary buses, the peer
-//! processes (test/peer.rs) and a watchdog that turns a hang into a failure.
+//! Helpers shared by the multi-process tests: temporary directories and
+//! buses, waiting with a bound, signals and what /proc says of processes,
+//! the peer processes (test/peer.rs) and a watchdog that turns a hang into a
+//! failure.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+
+/// How long anything may take before a test fails instead of hanging.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Polls `check` until it returns a value, failing after [`PATIENCE`].
+#[track_caller]
+pub fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A fresh directory under the system's temporary directory, removed with
+/// everything in it on drop. Other users may enter it (mode 0755), for the
+/// tests that run commands as another user.
+pub fn temp_dir(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("bus-{name}-"))
+        .tempdir()
+        .expect("create temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod temp dir");
+    dir
+}
+
+/// Pathnames in a directory, as strings for argv.
+pub trait FileIn {
+    /// The pathname of `name` in this directory.
+    fn file(&self, name: &str) -> String;
+}
+
+impl FileIn for tempfile::TempDir {
+    fn file(&self, name: &str) -> String {
+        self.path()
+            .join(name)
+            .to_str()
+            .expect("UTF-8 temp dir")
+            .to_owned()
+    }
+}
+
 /// A bus in its own temporary directory, unlinked (with the directory) on
 /// drop, so no System V object outlives the test.
 pub struct TempBus {
-    dir: PathBuf,
     pub path: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl TempBus {
     pub fn new(name: &str) -> TempBus {
-        let dir = std::env::temp_dir().join(format!(
-            "bus-test-{}-{}-{:x}",
-            name,
-            std::process::id(),
-            rand_u64()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = bus::create(Some(&dir.join("bus")), true).unwrap();
-        TempBus { dir, path }
+        let dir = temp_dir(name);
+        let path = bus::create(Some(&dir.path().join("bus")), true).unwrap();
+        TempBus { path, _dir: dir }
     }
 }
 
 impl Drop for TempBus {
     fn drop(&mut self) {
+        // The directory goes after this, with the fields.
         let _ = bus::unlink(&self.path);
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -85,7 +129,7 @@ impl Watchdog {
                     }
                     d.fired.store(true, Ordering::SeqCst);
                     for &pid in d.pids.lock().unwrap().iter() {
-                        kill(pid, nix::sys::signal::Signal::SIGKILL);
+                        kill(pid, Signal::SIGKILL);
                     }
                     return;
                 }
@@ -113,32 +157,57 @@ impl Watchdog {
     }
 }
 
-/// Stops a process and waits until it is stopped (state `T` in /proc):
-/// `kill` returns before the signal has taken effect.
-pub fn stop(pid: u32) {
-    kill(pid, nix::sys::signal::Signal::SIGSTOP);
-    let stat = format!("/proc/{pid}/stat");
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&stat).unwrap_or_default();
-        if text
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.chars().next())
-            == Some('T')
-        {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{pid} did not stop"
-        );
-        std::thread::yield_now();
-    }
+/// What /proc/PID/stat says of a process: its state letter (`R`, `S`, `T`
+/// for stopped, `Z` for a zombie...) and its parent's pid. `None` if it is
+/// gone.
+pub fn proc_state(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...", where comm may hold anything.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
 }
 
-pub fn kill(pid: u32, signal: nix::sys::signal::Signal) {
-    // The process may have exited already; that is fine.
+/// The children of `pid` with their states, from /proc.
+pub fn children_of(pid: i32) -> Vec<(i32, char)> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        // Gone meanwhile, or not a child: skipped.
+        if let Some((state, ppid)) = proc_state(child) {
+            if ppid == pid {
+                children.push((child, state));
+            }
+        }
+    }
+    children
+}
+
+/// Stops a process and waits until it is stopped (state `T` in /proc):
+/// `kill` returns before the signal has taken effect.
+#[track_caller]
+pub fn stop(pid: u32) {
+    kill(pid, Signal::SIGSTOP);
+    until("the process to stop", || {
+        (proc_state(pid as i32).map(|(state, _)| state) == Some('T')).then_some(())
+    });
+}
+
+/// Sends `signal` to `pid`, which may have exited already: that is fine.
+pub fn kill(pid: u32, signal: Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+}
+
+/// Sends `signal` to `pid`, a child not yet reaped: it must arrive.
+#[track_caller]
+pub fn send_signal(pid: i32, signal: Signal) {
+    if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
+        panic!("kill {pid} {signal}: {e}");
+    }
 }
 
 /// A listener peer that has printed `ready` (it is counted on the bus).
