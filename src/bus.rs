@@ -45,9 +45,10 @@ impl Bus {
             .map_err(|e| Error::sys(e, Object::SemaphoreArray, Op::Open, path))?;
         let shm = ShmId::get(keys.shm, None)
             .map_err(|e| Error::sys(e, Object::SharedMemory, Op::Open, path))?;
+        // (A segment removed since shmget: EINVAL here means gone.)
         let mem = shm
             .attach(access == Access::ReadOnly)
-            .map_err(|e| Error::sys(e, Object::SharedMemory, Op::Open, path))?;
+            .map_err(|e| Error::sys(e, Object::SharedMemory, Op::Read, path))?;
         Ok(Bus {
             path: path.to_path_buf(),
             keys,

@@ -174,7 +174,9 @@ impl Error {
         let path_buf = path.to_path_buf();
         match errno {
             Errno::EINTR => Error::Interrupted,
-            Errno::EAGAIN => Error::WouldBlock,
+            // A semaphore operation made with IPC_NOWAIT (a file operation
+            // would not: it is a plain failure there).
+            Errno::EAGAIN if object.is_ipc() => Error::WouldBlock,
             Errno::EACCES => Error::PermissionDenied {
                 path: path_buf,
                 what: object.name(),
@@ -331,11 +333,13 @@ mod tests {
                 map(Errno::EINTR, object, Op::Wait),
                 Error::Interrupted
             ));
-            assert!(matches!(
-                map(Errno::EAGAIN, object, Op::Wait),
-                Error::WouldBlock
-            ));
         }
+        let e = map(Errno::EAGAIN, IPC[0], Op::Wait);
+        assert!(matches!(e, Error::WouldBlock), "{e:?}");
+        // From a file, EAGAIN is no "another process is broadcasting".
+        let e = map(Errno::EAGAIN, Object::BusFile, Op::Read);
+        assert!(matches!(e, Error::Os { .. }), "{e:?}");
+        assert_eq!(e.errno(), libc::EAGAIN);
     }
 
     #[test]

@@ -24,13 +24,18 @@ pub fn install_stop_signal_handler() -> Result<()> {
     signal::install_wake_handler().map_err(|e| Error::os("install the stop-signal handler", e))
 }
 
-/// Installs the stop-signal handler once per process.
+/// Installs the stop-signal handler once per copy of this code, unless
+/// one is installed already: the handler of another copy loaded later
+/// (the NIF library of the next version, whose load hook installs its
+/// own) must not be replaced by this one's, which may be unloaded first.
 pub(crate) fn ensure_stop_signal_handler() {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {
         // Without the handler the wake signal would kill the process; a
         // failure here is a broken libc.
-        install_stop_signal_handler().expect("install the stop-signal handler");
+        if signal::is_default(signal::wake_signal()).unwrap_or(true) {
+            install_stop_signal_handler().expect("install the stop-signal handler");
+        }
     });
 }
 

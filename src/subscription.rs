@@ -173,8 +173,9 @@ impl Shared {
     fn queue(&self, bytes: &[u8], own: bool) -> bool {
         let mut q = self.lock();
         q.counters.taken += 1;
-        if q.messages >= self.capacity {
-            // Only with Drop: with Hold the queue had room before re-arming.
+        // With Hold the queue had room before this listener re-armed (and
+        // if a stop woke it early, the message is queued all the same).
+        if self.overflow == Overflow::Drop && q.messages >= self.capacity {
             q.dropping += 1;
             q.counters.dropped += 1;
             return false;
@@ -249,8 +250,9 @@ impl Shared {
 
 /// How the listener thread ended.
 enum Exit {
-    /// Stopped for a handover: still on the bus, standing as given.
-    Detached(Standing),
+    /// Stopped for a handover: still on the bus, standing as given, with
+    /// the bus kept open in case the handover cannot be completed.
+    Detached(Standing, Bus),
     /// Left the bus.
     Left,
 }
@@ -263,6 +265,9 @@ pub struct Subscription {
     /// Set before a stop that must keep the standing.
     keep: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<Exit>>>,
+    /// After a detach: the standing and the bus, until taken over (then
+    /// simply dropped: the bus is closed, not left) or left.
+    detached: Mutex<Option<(Standing, Bus)>>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -321,6 +326,7 @@ impl Subscription {
             token,
             keep,
             thread: Mutex::new(Some(thread)),
+            detached: Mutex::new(None),
         })
     }
 
@@ -428,12 +434,33 @@ impl Subscription {
     /// this process (a newer copy of the code): no message is lost or seen
     /// twice. Items still queued are the caller's to drain. `None` if the
     /// listener was not on the bus (already stopped, or failed).
+    ///
+    /// If the standing cannot be taken over after all (the new
+    /// subscription failed to start), [`Subscription::leave_detached`]
+    /// leaves the bus from it: a standing dropped would leave this process
+    /// counted on the bus, holding its writers up.
     pub fn detach(&self) -> Option<Standing> {
         self.keep.store(true, Ordering::SeqCst);
         self.halt();
         match self.join() {
-            Some(Exit::Detached(standing)) => Some(standing),
+            Some(Exit::Detached(standing, bus)) => {
+                *self.detached.lock().unwrap_or_else(|e| e.into_inner()) = Some((standing, bus));
+                Some(standing)
+            }
             _ => None,
+        }
+    }
+
+    /// Leaves the bus from the standing [`Subscription::detach`] returned,
+    /// when no other subscription took it over. Does nothing otherwise.
+    pub fn leave_detached(&self) {
+        let detached = self
+            .detached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((standing, bus)) = detached {
+            let _ = bus.read_handover(Some(standing), &ReadOptions::default(), |_| Flow::Stop);
         }
     }
 
@@ -445,14 +472,16 @@ impl Subscription {
     }
 
     fn halt(&self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        {
-            // Under the lock: a listener about to wait for room sees the
-            // flag, or is already waiting and gets the signal.
-            let _q = self.shared.lock();
-            self.shared.room.notify_all();
-        }
+        // The token first: a listener woken from its wait for room must
+        // find it stopped at its next step, before it can re-arm and take
+        // another message. (A listener waiting for room is not blocked in a
+        // call with the token, so this returns at once for it.)
         self.token.stop();
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // Under the lock: a listener about to wait for room sees the flag,
+        // or is already waiting and gets the signal.
+        let _q = self.shared.lock();
+        self.shared.room.notify_all();
     }
 
     fn join(&self) -> Option<Exit> {
@@ -468,6 +497,17 @@ impl Drop for Subscription {
     }
 }
 
+/// Marks the listener ended when the thread ends, whichever way (a panic
+/// included), so that no consumer waits for it for ever.
+struct Ending<'a>(&'a Shared);
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        self.0.lock().ended = true;
+        self.0.changed.notify_all();
+    }
+}
+
 /// The listener thread.
 fn listen(
     bus: Bus,
@@ -476,6 +516,7 @@ fn listen(
     token: &StopToken,
     keep: &AtomicBool,
 ) -> Exit {
+    let _ending = Ending(shared);
     let options = ReadOptions {
         deadline: None,
         stop: Some(token),
@@ -501,7 +542,7 @@ fn listen(
         &mut copied,
     );
     let exit = match result {
-        Ok(Some(standing)) if keep.load(Ordering::SeqCst) => Exit::Detached(standing),
+        Ok(Some(standing)) if keep.load(Ordering::SeqCst) => Exit::Detached(standing, bus),
         Ok(Some(standing)) => {
             // Stopped: leave from where the loop stood.
             let _ = bus.read_handover(Some(standing), &ReadOptions::default(), |_| Flow::Stop);
@@ -514,7 +555,5 @@ fn listen(
             Exit::Left
         }
     };
-    shared.lock().ended = true;
-    shared.changed.notify_all();
     exit
 }

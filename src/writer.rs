@@ -28,6 +28,11 @@ pub struct WriteOptions<'a> {
     pub stop: Option<&'a StopToken>,
 }
 
+/// How long a no-wait broadcast, having the writers' lock, waits for a
+/// listener to finish re-arming before it gives up with
+/// [`Error::WouldBlock`].
+const NOWAIT_REARM_LIMIT: Duration = Duration::from_millis(20);
+
 /// How long the shield waits for Q >= S before it looks at S again.
 const SHIELD_SLICE: Duration = Duration::from_millis(5);
 
@@ -96,9 +101,24 @@ impl Bus {
         // One call, unless no-wait applies to X only.
         if options.nowait {
             self.op(&LOCK_ONLY, Mode::NoWait, &limits)?;
-            if let Err(e) = self.op(&NO_REARMING, Mode::Timed, &limits) {
+            // Listeners re-arm within microseconds, but one that holds the
+            // bus (its queue is full) may not for long: a no-wait
+            // broadcast does not wait for it beyond a short bound.
+            let bound = Deadline::after(NOWAIT_REARM_LIMIT);
+            let bounded = Limits {
+                deadline: Some(match limits.deadline {
+                    Some(d) if d.remaining() < bound.remaining() => d,
+                    _ => bound,
+                }),
+                ..limits
+            };
+            if let Err(e) = self.op(&NO_REARMING, Mode::Timed, &bounded) {
                 self.release(false);
-                return Err(e);
+                let callers_deadline = limits.deadline.is_some_and(|d| d.remaining().is_none());
+                return Err(match e {
+                    Error::TimedOut if !callers_deadline => Error::WouldBlock,
+                    other => other,
+                });
             }
         } else {
             self.op(&LOCK, Mode::Timed, &limits)?;

@@ -504,3 +504,45 @@ fn objects_of_the_wrong_size_are_refused_alike_everywhere() {
         }
     }
 }
+
+/// A termination signal the command was started with ignored (`nohup`,
+/// `trap '' HUP`) stays ignored: the listener keeps listening through it,
+/// and still ends on SIGTERM.
+#[test]
+fn an_ignored_sighup_stays_ignored() {
+    use std::io::{BufRead, BufReader};
+    let (_dir, path) = temp_bus("bus-nohup");
+    let p = path.to_string_lossy().into_owned();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("trap '' HUP; exec '{BIN}' listen '{p}'"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let writer = Bus::open(&path, Access::Write).unwrap();
+    let until_counted = || {
+        for _ in 0..2000 {
+            let s = bus::stat(&path).unwrap();
+            if s.listeners() == 1 && s.waiting == 1 {
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        panic!("the listener never joined");
+    };
+    until_counted();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    writer
+        .write(&bus::Message::new("0 after the hangup").unwrap())
+        .unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "0 after the hangup");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (status, stderr) = ended_within(child, PROMPTLY);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(bus::stat(&path).unwrap().listeners(), 0);
+    bus::unlink(&path).unwrap();
+}

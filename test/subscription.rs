@@ -265,3 +265,47 @@ fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     n == 1 && pfd.revents & libc::POLLIN != 0
 }
+
+/// Detached while holding the bus with a full queue and a writer waiting:
+/// nothing is dropped, and the writer's message goes to the subscription
+/// that takes the standing over.
+#[test]
+fn detach_while_holding_drops_nothing() {
+    let bus = TempBus::new("sub-detach-hold");
+    let sub = Subscription::start(&bus.path, options(2, Overflow::Hold)).unwrap();
+    let w = Arc::new(Bus::open(&bus.path, Access::Write).unwrap());
+    send(&w, "0 1");
+    send(&w, "0 2");
+    let waiting = {
+        let w = w.clone();
+        thread::spawn(move || w.write_timed(&Message::new("0 3").unwrap(), Duration::from_secs(10)))
+    };
+    let standing = sub.detach().expect("on the bus");
+    let old: Vec<String> = sub.drain(10).iter().map(text).collect();
+    assert_eq!(old, ["0 1", "0 2"]);
+    assert_eq!(sub.counters().dropped, 0);
+    let next = SubscribeOptions {
+        from: Some(standing),
+        ..options(2, Overflow::Hold)
+    };
+    let sub2 = Subscription::start(&bus.path, next).unwrap();
+    waiting.join().unwrap().unwrap();
+    assert_eq!(
+        text(&sub2.next(Some(Duration::from_secs(5))).unwrap()),
+        "0 3"
+    );
+}
+
+/// A standing that nobody takes over is left with leave_detached, which
+/// leaves the bus as it was found; without it, the process would stay
+/// counted on the bus.
+#[test]
+fn an_abandoned_standing_is_left() {
+    let bus = TempBus::new("sub-abandon");
+    let sub = Subscription::start(&bus.path, SubscribeOptions::default()).unwrap();
+    sub.detach().expect("on the bus");
+    assert_eq!(bus::stat(&bus.path).unwrap().listeners(), 1);
+    sub.leave_detached();
+    let s = bus::stat(&bus.path).unwrap().semaphores();
+    assert_eq!((s.s, s.w, s.x, s.q, s.n), (0, 0, 1, 0, 0));
+}

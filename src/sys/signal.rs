@@ -82,13 +82,39 @@ pub fn wake_thread(thread: ThreadHandle) -> Result<()> {
 /// The signals that ask a command to end: SIGINT, SIGTERM and SIGHUP.
 pub const TERMINATION_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
+/// Whether `signal` is ignored (`SIG_IGN`), as `nohup` makes SIGHUP.
+#[doc(alias = "sigaction")]
+pub fn is_ignored(signal: libc::c_int) -> Result<bool> {
+    let mut old = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only reads the current one into `old`,
+    // which points to a (zeroed) sigaction.
+    cvt(unsafe { libc::sigaction(signal, std::ptr::null(), old.as_mut_ptr()) })?;
+    // SAFETY: zero-initialised and filled by the kernel.
+    Ok(unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN)
+}
+
+/// Whether `signal` still has its default disposition (no handler, not
+/// ignored).
+pub fn is_default(signal: libc::c_int) -> Result<bool> {
+    let mut old = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: as in `is_ignored`.
+    cvt(unsafe { libc::sigaction(signal, std::ptr::null(), old.as_mut_ptr()) })?;
+    // SAFETY: zero-initialised and filled by the kernel.
+    Ok(unsafe { old.assume_init() }.sa_sigaction == libc::SIG_DFL)
+}
+
+/// The termination signals that are not ignored: an ignored one (`nohup`)
+/// stays ignored, and is neither blocked nor waited for (a blocked signal
+/// is queued even when ignored, and `sigwait` would take it).
 fn termination_set() -> Result<libc::sigset_t> {
     let mut set = MaybeUninit::<libc::sigset_t>::zeroed();
     // SAFETY: sigemptyset initialises the set; sigaddset adds valid signals.
     unsafe {
         cvt(libc::sigemptyset(set.as_mut_ptr()))?;
         for signal in TERMINATION_SIGNALS {
-            cvt(libc::sigaddset(set.as_mut_ptr(), signal))?;
+            if !is_ignored(signal)? {
+                cvt(libc::sigaddset(set.as_mut_ptr(), signal))?;
+            }
         }
         Ok(set.assume_init())
     }

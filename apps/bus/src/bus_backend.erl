@@ -44,6 +44,10 @@
 -callback take(handle(), Max :: pos_integer()) -> [item()].
 -callback stop(handle()) -> ok.
 -callback detach(handle()) -> {ok, standing()} | {error, term()}.
+%% Leaves the bus from a detached listener's standing that no new listener
+%% could take over (never drop a standing: the process would stay counted
+%% on the bus, holding its writers up).
+-callback abandon(handle()) -> ok.
 -callback counters(handle()) -> #{atom() => non_neg_integer()}.
 %% Which version of the backend's code made the listener (for operators
 %% and the upgrade test).

@@ -11,7 +11,7 @@
 -include("bus_nif.hrl").
 
 %% bus_backend.
--export([listen/5, take/2, stop/1, detach/1, counters/1, version/1]).
+-export([listen/5, take/2, stop/1, detach/1, abandon/1, counters/1, version/1]).
 -export([broadcast/4, create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1, forget/1]).
 %% For the appup: drops the writers of other native versions.
 -export([forget_writers/0]).
@@ -40,6 +40,14 @@ stop({Nif, Listener}) ->
 -spec detach(handle()) -> {ok, bus_backend:standing()} | {error, term()}.
 detach({Nif, Listener}) ->
     Nif:detach_listener(Listener).
+
+%% (Native version 5 and later; older ones cannot.)
+-spec abandon(handle()) -> ok.
+abandon({Nif, Listener}) ->
+    case erlang:function_exported(Nif, leave_detached, 1) of
+        true -> Nif:leave_detached(Listener);
+        false -> ok
+    end.
 
 -spec counters(handle()) -> #{atom() => non_neg_integer()}.
 counters({Nif, Listener}) ->

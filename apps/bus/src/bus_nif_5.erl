@@ -8,14 +8,16 @@
 
 -export([create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1]).
 -export([open_writer/1, broadcast/4, close_writer/1]).
--export([listen/5, take/2, stop_listener/1, detach_listener/1, listener_info/1]).
+-export([listen/5, take/2, stop_listener/1, detach_listener/1, leave_detached/1,
+         listener_info/1]).
 -export([native_version/0]).
 
 -on_load(init/0).
 
 -nifs([create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1,
        open_writer/1, broadcast/4, close_writer/1,
-       listen/5, take/2, stop_listener/1, detach_listener/1, listener_info/1,
+       listen/5, take/2, stop_listener/1, detach_listener/1, leave_detached/1,
+       listener_info/1,
        native_version/0]).
 
 -export_type([writer/0, listener/0, standing/0, reason/0, item/0]).
@@ -81,6 +83,11 @@ listen(_Path, _Owner, _Tag, _From, _Window) -> erlang:nif_error(not_loaded).
 %% Up to Max items the listener has queued, oldest first. Never blocks.
 -spec take(listener(), pos_integer()) -> [item()].
 take(_Listener, _Max) -> erlang:nif_error(not_loaded).
+
+%% Leaves the bus from the standing detach_listener/1 returned, when no
+%% listener could take it over; does nothing otherwise.
+-spec leave_detached(listener()) -> ok.
+leave_detached(_Listener) -> erlang:nif_error(not_loaded).
 
 %% The listener's counters: messages taken from the bus, delivered
 %% through take/2, dropped, queued now, and the microseconds it held the

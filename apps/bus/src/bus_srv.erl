@@ -185,8 +185,11 @@ handle_cast(_Msg, State) ->
     {noreply, State}.
 
 -spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
-handle_info({bus_ready, Tag}, State = #state{tag = Tag, backend = Backend, listener = L}) ->
-    {noreply, take_all(Backend, L, State)};
+handle_info({bus_ready, Tag}, State = #state{tag = Tag, backend = Backend, listener = L,
+                                            window = Window}) ->
+    %% At most a window at a time, so that calls and monitors are served
+    %% between batches under sustained traffic.
+    {noreply, take_some(Backend, L, Tag, Window, State)};
 handle_info({bus_message, Tag, Message}, State = #state{retired = Retired}) ->
     %% From a listener of native version 3 or older, handed over.
     case lists:member(Tag, Retired) of
@@ -201,8 +204,14 @@ handle_info({bus_listening, Tag}, State = #state{tag = Tag, waiting = Waiting}) 
     {noreply, tell_gap(State#state{status = listening, waiting = []})};
 handle_info({bus_gap, Tag}, State = #state{tag = Tag}) ->
     {noreply, tell_gap(State#state{gap = true})};
-handle_info({bus_listener_down, Tag, Reason}, State = #state{tag = Tag}) ->
-    listener_down(Reason, State#state{listener = undefined});
+handle_info({bus_listener_down, Tag, Reason},
+            State = #state{tag = Tag, backend = Backend, listener = Listener}) ->
+    %% What it queued before it failed goes out first.
+    State1 = case Listener of
+        undefined -> State;
+        _ -> take_all(Backend, Listener, State)
+    end,
+    listener_down(Reason, State1#state{listener = undefined});
 handle_info({'DOWN', _, process, Pid, _}, State) ->
     stop_if_idle(delete(Pid, State));
 handle_info(stop_if_idle, State) ->
@@ -239,7 +248,8 @@ code_change(OldVsn, State, Extra) when tuple_size(State) =:= ?STATE_0_4_SIZE ->
         Resource -> {Nif, Resource}
     end,
     Fields = tuple_to_list(setelement(6, setelement(3, State, bus_backend_nif), Handle)),
-    code_change(OldVsn, list_to_tuple(Fields ++ [false, ?WINDOW]), Extra);
+    Window = application:get_env(bus, window, ?WINDOW),
+    code_change(OldVsn, list_to_tuple(Fields ++ [false, Window]), Extra);
 code_change(_OldVsn, State = #state{path = Path, window = Window}, {handover, _Nif}) ->
     Listen = fun(Tag, From) -> bus_backend_nif:listen(Path, self(), Tag, From, Window) end,
     {ok, handover(State, Listen, bus_backend_nif)};
@@ -247,6 +257,21 @@ code_change(_OldVsn, State = #state{}, _Extra) ->
     {ok, State}.
 
 %% Internal.
+
+%% Forwards up to Budget queued messages; if more may wait, comes back
+%% for them after the messages already in the mailbox.
+take_some(Backend, Listener, Tag, Budget, State) ->
+    Asked = min(Budget, ?TAKE_MAX),
+    Items = Backend:take(Listener, Asked),
+    State1 = lists:foldl(fun forward_item/2, State, Items),
+    Left = Budget - length(Items),
+    %% Fewer than asked: the queue is empty, and its next item will come
+    %% with a new {bus_ready, Tag}.
+    case length(Items) < Asked of
+        true -> State1;
+        false when Left > 0 -> take_some(Backend, Listener, Tag, Left, State1);
+        false -> self() ! {bus_ready, Tag}, State1
+    end.
 
 %% Forwards everything the listener has queued, in order.
 take_all(Backend, Listener, State) ->
@@ -311,7 +336,9 @@ handover(State = #state{backend = Old, tag = OldTag, listener = Listener, retire
             %% {bus_listening, OldTag} are answered by the new one's.
             State1#state{listener = New, status = Status};
         {error, Reason} ->
-            %% Handled like a listener that went down (the bus is gone).
+            %% The standing cannot be taken over: leave from it, then
+            %% handle this like a listener that went down.
+            _ = From =/= join andalso Old:abandon(Listener),
             self() ! {bus_listener_down, Tag, Reason},
             State1
     end,

@@ -195,6 +195,16 @@ fn detach_listener(listener: ResourceArc<Listener>) -> Result<StandingAtom, Fail
     }
 }
 
+/// `leave_detached(Listener) -> ok`: leaves the bus from the standing a
+/// `detach_listener/1` returned, when it could not be taken over (the new
+/// listener failed to start): a standing dropped would keep this OS
+/// process counted on the bus. Does nothing otherwise.
+#[rustler::nif(schedule = "DirtyIo")]
+fn leave_detached(listener: ResourceArc<Listener>) -> Done {
+    listener.0.leave_detached();
+    Done(Ok(()))
+}
+
 /// What `listener_info/1` returns.
 #[derive(NifMap)]
 struct Info {
