@@ -33,6 +33,9 @@ pub struct Bus {
     pub(crate) mem: Mapping,
     access: Access,
     pub(crate) spin: Spinner,
+    /// Threads finishing broadcasts that returned early (see
+    /// [`Bus::write_with`]).
+    pub(crate) finishing: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Bus {
@@ -56,6 +59,7 @@ impl Bus {
             mem,
             access,
             spin: Spinner::default(),
+            finishing: std::sync::Mutex::default(),
         })
     }
 

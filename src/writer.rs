@@ -166,9 +166,36 @@ impl Bus {
             .name("bus-finish-broadcast".into())
             .stack_size(64 * 1024)
             .spawn(finish.clone());
-        if spawned.is_err() {
+        match spawned {
+            Ok(thread) => {
+                let mut finishing = self.finishing.lock().unwrap_or_else(|e| e.into_inner());
+                finishing.retain(|t| !t.is_finished());
+                finishing.push(thread);
+            }
             // No thread to be had: finish here, late rather than unsafe.
-            finish();
+            Err(_) => finish(),
+        }
+    }
+
+    /// Waits, up to `limit`, until every broadcast of this handle that
+    /// returned early ([`Error::TimedOutAfterPublish`], or
+    /// [`Error::Interrupted`] after publishing) has been finished by its
+    /// thread: every listener has its message and the bus is released.
+    /// Returns whether they all were. A process about to exit calls it, so
+    /// that a listener still copying the message is not cut short by the
+    /// kernel's undo; a stopped listener would make it wait `limit`.
+    pub fn finish_pending(&self, limit: Duration) -> bool {
+        let started = std::time::Instant::now();
+        let mut finishing = self.finishing.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            finishing.retain(|t| !t.is_finished());
+            if finishing.is_empty() {
+                return true;
+            }
+            if started.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

@@ -52,6 +52,11 @@ impl From<bus::Error> for Failure {
     }
 }
 
+/// How long a broadcast stopped after publishing waits for its listeners
+/// to finish taking the message before the command exits (a stopped
+/// listener would take for ever; the kernel's undo then releases the bus).
+const FINISH_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 fn main() -> ExitCode {
     match run(std::env::args_os()) {
         Ok(()) => Exit::Success,
@@ -736,7 +741,11 @@ fn execute(action: Action) -> Result<(), Failure> {
                 stop: Some(&stop),
                 ..WriteOptions::default()
             };
-            Ok(bus.write_with(&message, &options)?)
+            let sent = bus.write_with(&message, &options);
+            // Stopped after publishing: give the listeners a moment to
+            // finish taking the message before exiting.
+            bus.finish_pending(FINISH_GRACE);
+            Ok(sent?)
         }
         Action::Broadcast {
             path,
@@ -994,6 +1003,9 @@ fn broadcast_lines(path: &Path, nowait: bool) -> Result<(), Failure> {
             Err(e) => return Err(Failure::Failed(format!("standard input: {e}"))),
         };
         let sent = line.and_then(|message| bus.write_with(&message, &options));
+        if sent.is_err() {
+            bus.finish_pending(FINISH_GRACE);
+        }
         match sent {
             Ok(()) => {}
             Err(
