@@ -42,6 +42,8 @@ mod stop;
 mod subscription;
 mod sys;
 mod time;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod writer;
 
 pub use crate::admin::{chmod, chown, create, normalise_mode, stat, unlink, Status};
