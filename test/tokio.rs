@@ -300,6 +300,9 @@ async fn a_write_dropped_after_publishing_completes_in_the_background() {
         .write_timed(&message("0 timed out"), Duration::from_millis(100))
         .await;
     assert!(matches!(next_write, Err(Error::TimedOut)), "{next_write:?}");
+    let other = AsyncWriter::open(&bus.path).await.unwrap();
+    let busy = other.write_nowait(&message("0 busy")).await;
+    assert!(matches!(busy, Err(Error::WouldBlock)), "{busy:?}");
     kill(slow.child.id(), nix::sys::signal::Signal::SIGCONT);
     w.write(&message("0 after")).await.unwrap();
     w.write(&message("end")).await.unwrap();
@@ -370,7 +373,7 @@ async fn streams_and_writes_dropped_at_random_points_disturb_nothing() {
         let path = path.clone();
         tokio::spawn(async move {
             let mut rng = Rng::new("streams");
-            let mut runs = 0u64;
+            let (mut runs, mut drops) = (0u64, Vec::new());
             for _ in 0..STREAMS {
                 let subscribing =
                     subscribe(&path, options(1 + rng.below(8) as usize, Overflow::Hold));
@@ -405,8 +408,17 @@ async fn streams_and_writes_dropped_at_random_points_disturb_nothing() {
                     assert_eq!(pair[1], pair[0] + 1, "a stream missed a message");
                 }
                 runs += 1;
-                drop(stream); // possibly holding the bus, with messages queued
+                // Possibly holding the bus, with messages queued.
+                let dropping = Instant::now();
+                drop(stream);
+                drops.push(dropping.elapsed());
             }
+            drops.sort();
+            eprintln!(
+                "dropping a stream blocked its thread for {:?} (median), {:?} (max)",
+                drops[drops.len() / 2],
+                drops[drops.len() - 1]
+            );
             runs
         })
     };
@@ -496,6 +508,36 @@ fn numbers(lines: &[String], tag: &str) -> Vec<u64> {
         .iter()
         .filter_map(|l| l.strip_prefix(tag)?.strip_prefix(' ')?.parse().ok())
         .collect()
+}
+
+/// A stream whose bus is removed yields what was queued, then the reason,
+/// then ends; subscribing to what is not a bus fails at once.
+#[tokio::test]
+async fn a_removed_bus_ends_the_stream_with_the_reason() {
+    let bus = TempBus::new("tokio-gone");
+    let mut stream = subscribe(&bus.path, StreamOptions::default())
+        .await
+        .unwrap();
+    let w = AsyncWriter::open(&bus.path).await.unwrap();
+    w.write(&message("0 a")).await.unwrap();
+    w.write(&message("0 b")).await.unwrap();
+    bus::unlink(&bus.path).unwrap();
+    assert_eq!(next(&mut stream).await, "0 a");
+    assert_eq!(next(&mut stream).await, "0 b");
+    let end = tokio::time::timeout(LIMIT, stream.next()).await.unwrap();
+    assert!(matches!(end, Some(Err(Error::Gone { .. }))), "{end:?}");
+    assert!(stream.next().await.is_none());
+    assert!(tokio_stream::StreamExt::next(&mut stream).await.is_none());
+    let refused = subscribe(&bus.path, StreamOptions::default()).await;
+    assert!(
+        matches!(refused, Err(Error::NotFound { .. })),
+        "{refused:?}"
+    );
+    let refused = AsyncWriter::open(&bus.path).await;
+    assert!(
+        matches!(refused, Err(Error::NotFound { .. })),
+        "{refused:?}"
+    );
 }
 
 /// 1,000 streams on 1,000 buses in one runtime: each gets its bus's
