@@ -93,6 +93,15 @@ pub enum Error {
     /// termination signal.
     #[error("interrupted")]
     Interrupted,
+    /// A subscription that drops what it cannot queue
+    /// ([`crate::Overflow::Drop`]) missed this many messages here, between
+    /// the one before and the one after; it goes on listening. (An item of
+    /// the async stream, `bus::tokio`, rather than a failure.)
+    #[error("{count} messages missed (the subscription's queue was full)")]
+    Missed {
+        /// How many consecutive messages were dropped.
+        count: u64,
+    },
     /// Any other operating system error.
     #[error("{context}: {source}")]
     Os {
@@ -249,6 +258,8 @@ impl Error {
             Error::NotPermitted { .. } => libc::EPERM,
             Error::WouldBlock | Error::TimedOut | Error::TimedOutAfterPublish => libc::EAGAIN,
             Error::Interrupted => libc::EINTR,
+            // As netlink sockets say that messages were lost.
+            Error::Missed { .. } => libc::ENOBUFS,
             Error::Os { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
     }

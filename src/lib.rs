@@ -25,6 +25,10 @@
 //! Listeners are immune to the races of the original listener (re-arm,
 //! barrier, join), whoever the writers are; writers shield original C
 //! listeners from their re-arm race.
+//!
+//! With the `tokio` feature, the module `bus::tokio` has the async API: a
+//! `Stream` of the messages of a bus and async broadcasts, each
+//! cancellation-safe as documented per method.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -42,6 +46,8 @@ mod stop;
 mod subscription;
 mod sys;
 mod time;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod writer;
 
 pub use crate::admin::{chmod, chown, create, create_in, normalise_mode, stat, unlink, Status};
