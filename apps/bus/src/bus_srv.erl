@@ -169,7 +169,14 @@ handle_call({unsubscribe, Pid}, _From, State) ->
         {stop, normal, State1} -> {stop, normal, ok, State1};
         {noreply, State1} -> {reply, ok, State1}
     end;
-handle_call(counts, _From, State = #state{backend = Backend, listener = Listener}) ->
+handle_call(counts, _From, State0 = #state{backend = Backend, listener = Listener}) ->
+    %% What the listener has queued is forwarded first: every broadcast
+    %% that returned before this call is counted (its {bus_ready, Tag} may
+    %% still be on its way).
+    State = case Listener of
+        undefined -> State0;
+        _ -> take_all(Backend, Listener, State0)
+    end,
     Counts = #{received => State#state.received, forwarded => State#state.forwarded,
                received_bytes => State#state.received_bytes,
                backend => Backend, native => Backend:version(Listener)},
