@@ -28,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bus::busfile::Keys;
-use common::{children_of, send_signal, temp_dir, until, FileIn, PATIENCE};
+use common::{children_of, output_within, send_signal, temp_dir, until, FileIn, PATIENCE};
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
@@ -285,26 +285,12 @@ fn run_with_input(cmd: &mut Command, args: Vec<String>, input: Option<Vec<u8>>) 
         // The command may stop reading early (and fail): that is its call.
         thread::spawn(move || stdin.write_all(&input));
     }
-    let pid = child.id() as i32;
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(PATIENCE) {
-        Ok(output) => {
-            let output = output.expect("wait for bus");
-            Run {
-                args,
-                status: output.status,
-                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            }
-        }
-        Err(_) => {
-            // Not reaped yet (its waiter is blocked), so the pid is still ours.
-            send_signal(pid, Signal::SIGKILL);
-            panic!("bus {args:?} did not finish within {PATIENCE:?}");
-        }
+    let output = output_within(child, PATIENCE, &format!("bus {args:?}"));
+    Run {
+        args,
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 
@@ -936,24 +922,38 @@ fn broadcast_interrupted_by_sigterm_exits_1_and_releases_the_bus() {
 
     listener.stop();
     let mut holder = Proc::start(&dir, &["broadcast", &p, "0 interrupted"]);
-    until_writer_blocked(&p);
-    holder.signal(libc::SIGTERM);
-    let status = holder.exit_status();
-    assert_eq!(status.code(), Some(1), "{}", holder.stderr_text());
+    sigterm_ends_a_held_writer(&p, &out, &listener, &mut holder, "bus: ");
+}
+
+/// `writer` is broadcasting behind the stopped `listener`: SIGTERM ends it
+/// with status 1 and a reason starting with `reason`, the writer lock is
+/// released, and once the listener continues the bus works.
+#[track_caller]
+fn sigterm_ends_a_held_writer(
+    p: &str,
+    out: &str,
+    listener: &Proc,
+    writer: &mut Proc,
+    reason: &str,
+) {
+    until_writer_blocked(p);
+    writer.signal(libc::SIGTERM);
+    let status = writer.exit_status();
+    assert_eq!(status.code(), Some(1), "{}", writer.stderr_text());
     assert!(
-        holder.stderr_text().starts_with("bus: "),
+        writer.stderr_text().starts_with(reason),
         "{}",
-        holder.stderr_text()
+        writer.stderr_text()
     );
     assert_eq!(
-        bus::stat(&p).unwrap().values[2],
+        bus::stat(p).unwrap().values[2],
         1,
         "writer lock not released"
     );
 
     listener.signal(libc::SIGCONT);
-    until_listeners_waiting(&p, 1);
-    reaches_listener(&p, &out, 0, "0 still works");
+    until_listeners_waiting(p, 1);
+    reaches_listener(p, out, 0, "0 still works");
 }
 
 /// Waits until `n` listeners are asleep waiting for a message.
@@ -1594,22 +1594,7 @@ fn lines_from_stdin_end_with_1_on_sigterm() {
     let mut writer = start_writer();
     let mut stdin = writer.child.stdin.take().unwrap();
     stdin.write_all(b"0 held\n").unwrap();
-    until_writer_blocked(&p);
-    writer.signal(libc::SIGTERM);
-    assert_eq!(writer.exit_status().code(), Some(1));
-    assert!(
-        writer.stderr_text().starts_with("bus: line 1: "),
-        "{}",
-        writer.stderr_text()
-    );
-    assert_eq!(
-        bus::stat(&p).unwrap().values[2],
-        1,
-        "writer lock not released"
-    );
-    listener.signal(libc::SIGCONT);
-    until_listeners_waiting(&p, 1);
-    reaches_listener(&p, &out, 0, "0 still works");
+    sigterm_ends_a_held_writer(&p, &out, &listener, &mut writer, "bus: line 1: ");
 }
 
 // --- stat --json, completions, usage, install. ---------------------------------

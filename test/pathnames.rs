@@ -9,6 +9,8 @@
 //! Devices are made with mknod and other users are played with setuid, so
 //! these tests need root (as CI has); without it they fail, never skip.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -323,28 +325,11 @@ fn spawn(args: &[String], as_stranger: bool) -> Child {
 /// fails the test if it has not ended within `limit`.
 #[track_caller]
 fn ended_within(child: Child, limit: Duration) -> (ExitStatus, String) {
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => {
-            let out = out.expect("wait for bus");
-            (
-                out.status,
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        }
-        Err(_) => {
-            // Not reaped yet (its waiter is blocked), so the pid is still ours.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("pid {pid} did not end within {limit:?}")
-        }
-    }
+    let out = common::output_within(child, limit, "bus");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Runs `bus ARGS` and expects exit status 1 with `bus: ...reason...`

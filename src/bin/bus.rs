@@ -868,36 +868,15 @@ fn listen_and_run(path: &Path, command: &OsString, once: bool) -> Result<(), Fai
     bus::reap_children_automatically()?;
     let stop = StopToken::on_termination_signals()?;
     let bus = Bus::open(path, Access::ReadOnly)?;
-    let mut spawn_error = None;
-    let options = ReadOptions {
-        stop: Some(&stop),
-        ..ReadOptions::default()
-    };
-    let result = bus.read_with(&options, |event| match event {
-        Event::Listening => Flow::Continue,
-        Event::Message(message) => {
-            let spawned = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(command)
-                .env("msg", OsString::from_vec(message.to_vec()))
-                .spawn();
-            match spawned {
-                Ok(_) if once => Flow::Stop,
-                Ok(_) => Flow::Continue,
-                Err(e) => {
-                    spawn_error = Some(format!("sh: {e}"));
-                    Flow::Stop
-                }
-            }
-        }
-    });
-    if let Some(e) = spawn_error {
-        return Err(Failure::Failed(e));
-    }
-    match result {
-        Err(bus::Error::Interrupted) => Ok(()),
-        other => Ok(other?),
-    }
+    listen_each(&bus, &stop, once, |message| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .env("msg", OsString::from_vec(message.to_vec()))
+            .spawn()
+            .map(drop)
+            .map_err(|e| Some(format!("sh: {e}")))
+    })
 }
 
 /// Listens and writes each message, as it is, followed by `end`, on stdout,
@@ -910,32 +889,45 @@ fn listen_and_print(path: &Path, end: u8, once: bool) -> Result<(), Failure> {
     let mut out = File::from(stdout.map_err(|e| Failure::Failed(format!("standard output: {e}")))?);
     let bus = Bus::open(path, Access::ReadOnly)?;
     stop_when_the_pipe_reader_leaves(&out, &stop);
-    let mut write_error = None;
     let mut record = Vec::with_capacity(bus::MAX_MESSAGE_LEN + 1);
+    listen_each(&bus, &stop, once, |message| {
+        record.clear();
+        record.extend_from_slice(message);
+        record.push(end);
+        out.write_all(&record).map_err(|e| {
+            // The reader went away: end quietly.
+            (e.kind() != io::ErrorKind::BrokenPipe).then(|| format!("standard output: {e}"))
+        })
+    })
+}
+
+/// Listens until `handle` has handled one message (with `once`), a stop
+/// (a termination signal: then `Ok`), or `handle` says to end: `Err(None)`
+/// quietly, `Err(Some(reason))` as a failure.
+fn listen_each(
+    bus: &Bus,
+    stop: &StopToken,
+    once: bool,
+    mut handle: impl FnMut(&[u8]) -> Result<(), Option<String>>,
+) -> Result<(), Failure> {
+    let mut failure = None;
     let options = ReadOptions {
-        stop: Some(&stop),
+        stop: Some(stop),
         ..ReadOptions::default()
     };
     let result = bus.read_with(&options, |event| match event {
         Event::Listening => Flow::Continue,
-        Event::Message(message) => {
-            record.clear();
-            record.extend_from_slice(message);
-            record.push(end);
-            match out.write_all(&record) {
-                Ok(()) if once => Flow::Stop,
-                Ok(()) => Flow::Continue,
-                Err(e) => {
-                    if e.kind() != io::ErrorKind::BrokenPipe {
-                        write_error = Some(format!("standard output: {e}"));
-                    }
-                    Flow::Stop
-                }
+        Event::Message(message) => match handle(message) {
+            Ok(()) if once => Flow::Stop,
+            Ok(()) => Flow::Continue,
+            Err(reason) => {
+                failure = reason;
+                Flow::Stop
             }
-        }
+        },
     });
-    if let Some(e) = write_error {
-        return Err(Failure::Failed(e));
+    if let Some(reason) = failure {
+        return Err(Failure::Failed(reason));
     }
     match result {
         Err(bus::Error::Interrupted) => Ok(()),

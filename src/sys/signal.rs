@@ -82,25 +82,27 @@ pub fn wake_thread(thread: ThreadHandle) -> Result<()> {
 /// The signals that ask a command to end: SIGINT, SIGTERM and SIGHUP.
 pub const TERMINATION_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
-/// Whether `signal` is ignored (`SIG_IGN`), as `nohup` makes SIGHUP.
+/// The current disposition of `signal` (`SIG_DFL`, `SIG_IGN`, or a
+/// handler's address).
 #[doc(alias = "sigaction")]
-pub fn is_ignored(signal: libc::c_int) -> Result<bool> {
+fn disposition(signal: libc::c_int) -> Result<libc::sighandler_t> {
     let mut old = MaybeUninit::<libc::sigaction>::zeroed();
     // SAFETY: a null new action only reads the current one into `old`,
     // which points to a (zeroed) sigaction.
     cvt(unsafe { libc::sigaction(signal, std::ptr::null(), old.as_mut_ptr()) })?;
     // SAFETY: zero-initialised and filled by the kernel.
-    Ok(unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN)
+    Ok(unsafe { old.assume_init() }.sa_sigaction)
+}
+
+/// Whether `signal` is ignored (`SIG_IGN`), as `nohup` makes SIGHUP.
+pub fn is_ignored(signal: libc::c_int) -> Result<bool> {
+    Ok(disposition(signal)? == libc::SIG_IGN)
 }
 
 /// Whether `signal` still has its default disposition (no handler, not
 /// ignored).
 pub fn is_default(signal: libc::c_int) -> Result<bool> {
-    let mut old = MaybeUninit::<libc::sigaction>::zeroed();
-    // SAFETY: as in `is_ignored`.
-    cvt(unsafe { libc::sigaction(signal, std::ptr::null(), old.as_mut_ptr()) })?;
-    // SAFETY: zero-initialised and filled by the kernel.
-    Ok(unsafe { old.assume_init() }.sa_sigaction == libc::SIG_DFL)
+    Ok(disposition(signal)? == libc::SIG_DFL)
 }
 
 /// The termination signals that are not ignored: an ignored one (`nohup`)

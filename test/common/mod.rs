@@ -30,6 +30,25 @@ pub fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Waits for `child` to end and collects its output; kills it and fails
+/// the test (naming `what`) if it has not ended within `limit`.
+#[track_caller]
+pub fn output_within(child: Child, limit: Duration, what: &str) -> std::process::Output {
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.expect("wait for the child"),
+        Err(_) => {
+            // Not reaped yet (its waiter is blocked), so the pid is still ours.
+            send_signal(pid, Signal::SIGKILL);
+            panic!("{what} did not end within {limit:?}");
+        }
+    }
+}
+
 /// A fresh directory under the system's temporary directory, removed with
 /// everything in it on drop. Other users may enter it (mode 0755), for the
 /// tests that run commands as another user.

@@ -195,8 +195,12 @@ handle_cast(_Msg, State) ->
 handle_info({bus_ready, Tag}, State = #state{tag = Tag, backend = Backend, listener = L,
                                             window = Window}) ->
     %% At most a window at a time, so that calls and monitors are served
-    %% between batches under sustained traffic.
-    {noreply, take_some(Backend, L, Tag, Window, State)};
+    %% between batches under sustained traffic: the rest after the
+    %% messages already in the mailbox.
+    case take_up_to(Backend, L, Window, State) of
+        {State1, true} -> {noreply, State1};
+        {State1, false} -> self() ! {bus_ready, Tag}, {noreply, State1}
+    end;
 handle_info({bus_message, Tag, Message}, State = #state{retired = Retired}) ->
     %% From a listener of native version 3 or older, handed over.
     case lists:member(Tag, Retired) of
@@ -265,29 +269,31 @@ code_change(_OldVsn, State = #state{}, _Extra) ->
 
 %% Internal.
 
-%% Forwards up to Budget queued messages; if more may wait, comes back
-%% for them after the messages already in the mailbox.
-take_some(Backend, Listener, Tag, Budget, State) ->
-    Asked = min(Budget, ?TAKE_MAX),
+%% Forwards what the listener has queued, in order, up to Budget items
+%% (or infinity); says whether the queue was drained (if not, more may wait).
+take_up_to(Backend, Listener, Budget, State) ->
+    Asked = case Budget of
+        infinity -> ?TAKE_MAX;
+        _ -> min(Budget, ?TAKE_MAX)
+    end,
     Items = Backend:take(Listener, Asked),
     State1 = lists:foldl(fun forward_item/2, State, Items),
-    Left = Budget - length(Items),
+    Left = case Budget of
+        infinity -> infinity;
+        _ -> Budget - length(Items)
+    end,
     %% Fewer than asked: the queue is empty, and its next item will come
     %% with a new {bus_ready, Tag}.
-    case length(Items) < Asked of
-        true -> State1;
-        false when Left > 0 -> take_some(Backend, Listener, Tag, Left, State1);
-        false -> self() ! {bus_ready, Tag}, State1
+    if
+        length(Items) < Asked -> {State1, true};
+        Left =:= 0 -> {State1, false};
+        true -> take_up_to(Backend, Listener, Left, State1)
     end.
 
-%% Forwards everything the listener has queued, in order.
+%% Forwards everything the listener has queued.
 take_all(Backend, Listener, State) ->
-    Items = Backend:take(Listener, ?TAKE_MAX),
-    State1 = lists:foldl(fun forward_item/2, State, Items),
-    case length(Items) < ?TAKE_MAX of
-        true -> State1;
-        false -> take_all(Backend, Listener, State1)
-    end.
+    {State1, true} = take_up_to(Backend, Listener, infinity, State),
+    State1.
 
 forward_item(Message, State) when is_binary(Message) ->
     forward(Message, State);
