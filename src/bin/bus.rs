@@ -787,7 +787,13 @@ fn print(bytes: &[u8]) -> Result<(), Failure> {
 }
 
 fn stat_text(path: &Path, s: &bus::Status) -> String {
-    let [sv, wv, xv, qv, nv] = s.values;
+    let bus::Semaphores {
+        s: sv,
+        w: wv,
+        x: xv,
+        q: qv,
+        n: nv,
+    } = s.semaphores();
     format!(
         "path:           {}
 semaphore key:  {}
@@ -814,7 +820,13 @@ attached:       {}
 /// `bus stat --json`: one object on one line; modes as `stat -c %a` writes
 /// them; a path that is not UTF-8 has its bad bytes replaced by U+FFFD.
 fn stat_json(path: &Path, s: &bus::Status) -> String {
-    let [sv, wv, xv, qv, nv] = s.values;
+    let bus::Semaphores {
+        s: sv,
+        w: wv,
+        x: xv,
+        q: qv,
+        n: nv,
+    } = s.semaphores();
     format!(
         concat!(
             "{{\"path\":{},\"semaphore_key\":{},\"memory_key\":{},",
