@@ -124,7 +124,8 @@ pub struct Counters {
     pub dropped: u64,
     /// Messages in the queue now.
     pub queued: u64,
-    /// Time the listener spent holding the bus because the queue was full.
+    /// Time the listener spent holding the bus because the queue was full,
+    /// the hold under way included.
     pub held: Duration,
 }
 
@@ -136,6 +137,8 @@ struct Queue {
     /// Dropped since the last message queued: reported before the next.
     dropping: u64,
     counters: Counters,
+    /// When the hold under way began (`counters.held` has the ones ended).
+    holding_since: Option<Instant>,
     listening: bool,
     failure: Option<Error>,
     /// The listener thread has ended.
@@ -213,9 +216,11 @@ impl Shared {
             return;
         }
         let since = Instant::now();
+        q.holding_since = Some(since);
         while q.messages >= self.capacity && !self.stopping.load(Ordering::SeqCst) {
             q = self.room.wait(q).unwrap_or_else(|e| e.into_inner());
         }
+        q.holding_since = None;
         q.counters.held += since.elapsed();
     }
 
@@ -412,6 +417,7 @@ impl Subscription {
         let q = self.shared.lock();
         Counters {
             queued: q.messages as u64,
+            held: q.counters.held + q.holding_since.map_or(Duration::ZERO, |t| t.elapsed()),
             ..q.counters
         }
     }

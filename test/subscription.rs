@@ -47,6 +47,8 @@ fn hold_keeps_writers_waiting_and_loses_nothing() {
     assert!(matches!(late, Err(Error::TimedOut)), "{late:?}");
     let c = sub.counters();
     assert_eq!((c.taken, c.queued, c.dropped), (4, 4, 0));
+    // The hold under way is counted already.
+    assert!(c.held > Duration::ZERO);
 
     let writing = thread::spawn(move || {
         for i in 4..2000 {

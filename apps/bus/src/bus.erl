@@ -15,14 +15,16 @@
 -module(bus).
 
 %% API.
--export([subscribe/1, unsubscribe/1, subscribers/1, info/1]).
+-export([subscribe/1, subscribe/2, activate/1, activate/2, unsubscribe/1, subscribers/1,
+         info/1]).
 -export([broadcast/2, broadcast/3]).
 -export([create/0, create/1, create/2, remove/1, chmod/2, chown/3, stat/1]).
 -export([resolve/1, well_known/0]).
 %% For bus_srv and bus_app.
 -export([path/1]).
 
--export_type([name/0, well_known/0, message/0, broadcast_options/0, reason/0, info/0]).
+-export_type([name/0, well_known/0, message/0, broadcast_options/0, subscribe_options/0,
+              active/0, reason/0, info/0]).
 
 %% Like gen_server:call/2: a broadcast waits this long for listeners by
 %% default (a stopped listener must not hold a dirty scheduler for good).
@@ -36,7 +38,14 @@
 -type message() :: unicode:chardata().  % sent as UTF-8
 -type broadcast_options() :: #{timeout => timeout(), nowait => boolean()}
                            | [{timeout, timeout()} | {nowait, boolean()} | nowait].
--type reason() :: message_too_long | message_contains_nul | enoent | eexist | eacces
+-type active() :: true | false | once | pos_integer().
+-type subscribe_options() :: #{active => active(),
+                               max_queue => pos_integer(),
+                               max_mailbox => pos_integer(),
+                               overflow => drop | block}
+                           | [{active, active()} | {max_queue, pos_integer()}
+                              | {max_mailbox, pos_integer()} | {overflow, drop | block}].
+-type reason() :: not_subscribed | message_too_long | message_contains_nul | enoent | eexist | eacces
                 | eperm | {invalid_bus_file, binary()} | gone | busy | timeout
                 | timeout_after_publish | interrupted | closed
                 | {os_error, atom() | integer(), binary()} | {unknown_bus, atom()}.
@@ -48,18 +57,57 @@
                   native := pos_integer(),
                   backend := module(),
                   listener => #{atom() => non_neg_integer()},
+                  blocked => boolean(),
+                  blocked_us => non_neg_integer(),
+                  block_held_us => non_neg_integer(),
+                  subscriptions := #{pid() => subscription_info()},
                   subscribers := [pid()]}.
+-type subscription_info() :: #{active := true | false | pos_integer(),
+                               delivered := non_neg_integer(),
+                               queued := non_neg_integer(),
+                               dropped := non_neg_integer(),
+                               max_queue := pos_integer(),
+                               max_mailbox := pos_integer(),
+                               overflow := drop | block,
+                               congested := boolean()}.
 
 %% API.
 
 %% Subscribes the calling process to the bus: it gets every message as
 %% `{bus, Name, Message}'. Returns once the bus's listener is counted on
 %% the bus: every broadcast that starts after this returns is delivered.
-%% Subscribing twice is subscribing once.
+%% Subscribing twice is subscribing once. The default options: see
+%% subscribe/2.
 -spec subscribe(name()) -> ok | {error, reason()}.
 subscribe(Name) ->
+    subscribe(Name, #{}).
+
+%% Subscribes with flow control options (a map, or a proplist):
+%% - active: true (the default) sends every message; once, or N > 0,
+%%   sends that many, then `{bus_passive, Name}' (see activate/2); false
+%%   sends nothing until activated.
+%% - max_queue (default 1000): at most this many messages are held for
+%%   the subscriber while it is not ready for them (passive, or its
+%%   mailbox held more than max_mailbox when last sampled);
+%% - max_mailbox (default 1000): see max_queue; the mailbox is sampled
+%%   every 64 messages sent, and again every 10 ms while over;
+%% - overflow: drop (the default) discards what max_queue cannot hold,
+%%   and tells the subscriber `{bus_dropped, Name, Count}' where they were
+%%   missed; block takes nothing more from the bus until the subscriber
+%%   catches up, so that the bus's writers wait.
+%% Messages are missed only where the subscriber is told so:
+%% `{bus_dropped, Name, Count}', or `{bus_gap, Name}' (this node's
+%% listener missed some). Subscribing again sets new options; what is
+%% held stays held. The application environment's
+%% `subscription_defaults' (a map of these keys) changes the defaults.
+-spec subscribe(name(), subscribe_options()) -> ok | {error, reason()}.
+subscribe(Name, Options) ->
+    Flow = case bus_flow:options(Options) of
+        {ok, F} -> F;
+        error -> erlang:error(badarg, [Name, Options])
+    end,
     with_path(Name, fun(Path) ->
-        case call(Path, {subscribe, self(), Name}, true) of
+        case call(Path, {subscribe, self(), Name, Flow}, true) of
             {error, timeout} = Timeout ->
                 _ = unsubscribe(Name),
                 Timeout;
@@ -67,6 +115,27 @@ subscribe(Name) ->
                 Result
         end
     end).
+
+%% activate(Name, once).
+-spec activate(name()) -> ok | {error, reason()}.
+activate(Name) ->
+    activate(Name, once).
+
+%% Like inet:setopts(S, [{active, Active}]): once leaves one message of
+%% credit, N adds N to the credit left (from 0 if it was true), true
+%% pushes every message, false holds them. Whatever was held is sent
+%% while there is credit; when it runs out, `{bus_passive, Name}'.
+-spec activate(name(), active()) -> ok | {error, reason()}.
+activate(Name, Active) when is_boolean(Active); Active =:= once;
+                            is_integer(Active), Active > 0 ->
+    with_path(Name, fun(Path) ->
+        case call(Path, {activate, self(), Active}, false) of
+            not_running -> {error, not_subscribed};
+            Result -> Result
+        end
+    end);
+activate(Name, Active) ->
+    erlang:error(badarg, [Name, Active]).
 
 %% Ends the calling process's subscription; when it was the bus's last,
 %% the bus's listener has left the bus when this returns.
@@ -93,6 +162,11 @@ subscribers(Name) ->
 %% and forwarded on it and the bytes received, its subscribers, the
 %% backend and the version of its code that serves it, and the listener's
 %% counters (queued, held_us: time it held the bus with a full window).
+%% Flow control: per subscriber (subscriptions) its mode (active),
+%% messages delivered, queued (held) and dropped, and its options; per
+%% bus whether it is blocked by a subscriber with overflow block, for how
+%% long in all (blocked_us) and how much of that time the listener held
+%% the bus (block_held_us).
 -spec info(name()) -> info() | {error, reason()}.
 info(Name) ->
     with_path(Name, fun(Path) ->
@@ -100,7 +174,8 @@ info(Name) ->
         Counts = case call(Path, counts, false) of
             #{} = C -> C;
             _ -> #{received => 0, forwarded => 0, received_bytes => 0,
-                   native => Backend:version(undefined), backend => Backend}
+                   native => Backend:version(undefined), backend => Backend,
+                   subscriptions => #{}}
         end,
         Listeners = case Backend:stat(Path) of
             {ok, #{listeners := S}} -> S;

@@ -30,7 +30,8 @@
 
 %% API.
 -export([start_link/1]).
--export([subscribe/1, unsubscribe/1, broadcast/2, broadcast/3, subscribers/1, info/1]).
+-export([subscribe/1, subscribe/2, activate/1, activate/2, unsubscribe/1, broadcast/2,
+         broadcast/3, subscribers/1, info/1]).
 
 %% gen_server.
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2,
@@ -56,17 +57,29 @@
     listener :: bus_backend:handle() | undefined,
     status = joining :: joining | listening | duplicate | {failed, bus:reason()},
     waiting = [] :: [gen_server:from()],
-    subscribers = #{} :: #{pid() => {reference(), bus:name()}},
+    %% 0.5.0: {Ref, Name}; since 0.6.0: {Ref, Flow}.
+    subscribers = #{} :: #{pid() => {reference(), bus_flow:flow()}},
     received = 0 :: non_neg_integer(),
     forwarded = 0 :: non_neg_integer(),
     received_bytes = 0 :: non_neg_integer(),
     %% Since 0.5.0: subscribers are to be told of a gap once listening.
     gap = false :: boolean(),
-    window = ?WINDOW :: pos_integer()
+    window = ?WINDOW :: pos_integer(),
+    %% Since 0.6.0: taking nothing from the listener because a subscriber
+    %% with overflow block has no room: since when (monotonic
+    %% microseconds) and the listener's held_us then.
+    blocked = false :: false | {integer(), non_neg_integer()},
+    %% Time spent blocked, and the part of it the listener held the bus.
+    blocked_us = 0 :: non_neg_integer(),
+    block_held_us = 0 :: non_neg_integer(),
+    %% A recheck of congested subscribers is due.
+    recheck = false :: boolean()
 }).
 
-%% The size of the state tuple in 0.4.0 (no gap, no window).
--define(STATE_0_4_SIZE, 12).
+%% The size of the state tuple in 0.5.0 (none of the 0.6.0 fields).
+-define(STATE_0_5_SIZE, 14).
+%% Congested subscribers' mailboxes are sampled again after this long.
+-define(RECHECK_MS, 10).
 
 %% API.
 
@@ -78,6 +91,21 @@ start_link(Path) ->
 -spec subscribe(bus:name()) -> ok | {error, bus:reason()}.
 subscribe(Name) ->
     bus:subscribe(Name).
+
+%% See bus:subscribe/2.
+-spec subscribe(bus:name(), bus:subscribe_options()) -> ok | {error, bus:reason()}.
+subscribe(Name, Options) ->
+    bus:subscribe(Name, Options).
+
+%% See bus:activate/1.
+-spec activate(bus:name()) -> ok | {error, bus:reason()}.
+activate(Name) ->
+    bus:activate(Name).
+
+%% See bus:activate/2.
+-spec activate(bus:name(), bus_flow:active()) -> ok | {error, bus:reason()}.
+activate(Name, Active) ->
+    bus:activate(Name, Active).
 
 %% See bus:unsubscribe/1.
 -spec unsubscribe(bus:name()) -> ok | {error, bus:reason()}.
@@ -119,9 +147,11 @@ init(Path) ->
             %% restart): leave quietly, callers retry and find it.
             {ok, #state{path = Path, status = duplicate}, {continue, stop}};
         true ->
-            Subscriptions = bus_tables:subscriptions(Path),
+            Subscriptions = bus_tables:subscriptions_with_options(Path),
             Window = application:get_env(bus, window, ?WINDOW),
-            State = lists:foldl(fun({Pid, Name}, S) -> add(Pid, Name, S) end,
+            State = lists:foldl(fun({Pid, Name, Saved}, S) ->
+                                        add(Pid, Name, saved_options(Saved), S)
+                                end,
                                 #state{path = Path, backend = bus_backend:default(),
                                        window = Window},
                                 Subscriptions),
@@ -152,34 +182,55 @@ handle_continue(join, State) ->
 
 -spec handle_call(term(), gen_server:from(), #state{}) ->
     {reply, term(), #state{}} | {noreply, #state{}} | {stop, normal, ok, #state{}}.
-handle_call({subscribe, _, _}, _From, State = #state{status = {failed, Reason}}) ->
+handle_call({subscribe, Pid, Name}, From, State) ->
+    %% From bus of 0.5.0, during an upgrade.
+    handle_call({subscribe, Pid, Name, bus_flow:defaults()}, From, State);
+handle_call({subscribe, _, _, _}, _From, State = #state{status = {failed, Reason}}) ->
     case stop_if_idle(State) of
         {stop, normal, State1} -> {stop, normal, {error, Reason}, State1};
         {noreply, State1} -> {reply, {error, Reason}, State1}
     end;
-handle_call({subscribe, Pid, Name}, From, State = #state{path = Path}) ->
-    true = bus_tables:add_subscription(Path, Pid, Name),
-    State1 = add(Pid, Name, State),
+handle_call({subscribe, Pid, Name, Options}, From, State = #state{path = Path}) ->
+    true = bus_tables:add_subscription(Path, Pid, Name, Options),
+    State1 = resume(add(Pid, Name, Options, State)),
     case State1#state.status of
         listening -> {reply, ok, State1};
         joining -> {noreply, State1#state{waiting = [From | State1#state.waiting]}}
     end;
+handle_call({activate, Pid, Active}, _From, State0) ->
+    %% Like info: what was broadcast before this call is forwarded (or
+    %% held) first, under the mode it was broadcast in.
+    State = #state{path = Path, subscribers = Subs} = take(infinity, State0),
+    case Subs of
+        #{Pid := {Ref, Flow}} ->
+            Flow1 = bus_flow:activate(Active, Flow),
+            true = bus_tables:save_options(Path, Pid, bus_flow:persisted(Flow1)),
+            State1 = delivered(Flow, Flow1, State),
+            {reply, ok, resume(State1#state{subscribers = Subs#{Pid := {Ref, Flow1}}})};
+        _ ->
+            {reply, {error, not_subscribed}, State}
+    end;
 handle_call({unsubscribe, Pid}, _From, State) ->
-    case stop_if_idle(delete(Pid, State)) of
+    case stop_if_idle(resume(delete(Pid, State))) of
         {stop, normal, State1} -> {stop, normal, ok, State1};
         {noreply, State1} -> {reply, ok, State1}
     end;
 handle_call(counts, _From, State0 = #state{backend = Backend, listener = Listener}) ->
-    %% What the listener has queued is forwarded first: every broadcast
-    %% that returned before this call is counted (its {bus_ready, Tag} may
+    %% What the listener has queued is forwarded first (as far as the
+    %% subscribers with overflow block allow): every broadcast that
+    %% returned before this call is counted (its {bus_ready, Tag} may
     %% still be on its way).
     State = case Listener of
         undefined -> State0;
-        _ -> take_all(Backend, Listener, State0)
+        _ -> take(infinity, State0)
     end,
     Counts = #{received => State#state.received, forwarded => State#state.forwarded,
                received_bytes => State#state.received_bytes,
-               backend => Backend, native => Backend:version(Listener)},
+               backend => Backend, native => Backend:version(Listener),
+               blocked => State#state.blocked =/= false,
+               blocked_us => blocked_us(State), block_held_us => block_held_us(State),
+               subscriptions => maps:map(fun(_, {_, Flow}) -> bus_flow:info(Flow) end,
+                                         State#state.subscribers)},
     {reply, case Listener of
                 undefined -> Counts;
                 _ -> Counts#{listener => Backend:counters(Listener)}
@@ -192,23 +243,13 @@ handle_cast(_Msg, State) ->
     {noreply, State}.
 
 -spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
-handle_info({bus_ready, Tag}, State = #state{tag = Tag, backend = Backend, listener = L,
-                                            window = Window}) ->
+handle_info({bus_ready, Tag}, State = #state{tag = Tag, window = Window}) ->
     %% At most a window at a time, so that calls and monitors are served
     %% between batches under sustained traffic: the rest after the
     %% messages already in the mailbox.
-    case take_up_to(Backend, L, Window, State) of
-        {State1, true} -> {noreply, State1};
-        {State1, false} -> self() ! {bus_ready, Tag}, {noreply, State1}
-    end;
-handle_info({bus_message, Tag, Message}, State = #state{retired = Retired}) ->
-    %% From a listener of native version 3 or older, handed over.
-    case lists:member(Tag, Retired) of
-        true -> {noreply, forward(Message, State)};
-        false -> {noreply, State}
-    end;
+    {noreply, take(Window, State)};
 handle_info({bus_retired, Tag}, State = #state{retired = Retired}) ->
-    %% Sent after the retired listener's thread ended: nothing of it follows.
+    %% Sent after a handed-over listener's thread ended: nothing of it follows.
     {noreply, State#state{retired = lists:delete(Tag, Retired)}};
 handle_info({bus_listening, Tag}, State = #state{tag = Tag, waiting = Waiting}) ->
     _ = [gen_server:reply(From, ok) || From <- Waiting],
@@ -217,14 +258,17 @@ handle_info({bus_gap, Tag}, State = #state{tag = Tag}) ->
     {noreply, tell_gap(State#state{gap = true})};
 handle_info({bus_listener_down, Tag, Reason},
             State = #state{tag = Tag, backend = Backend, listener = Listener}) ->
-    %% What it queued before it failed goes out first.
+    %% What it queued before it failed goes out first, all of it: it is
+    %% at most a window.
     State1 = case Listener of
         undefined -> State;
         _ -> take_all(Backend, Listener, State)
     end,
     listener_down(Reason, State1#state{listener = undefined});
 handle_info({'DOWN', _, process, Pid, _}, State) ->
-    stop_if_idle(delete(Pid, State));
+    stop_if_idle(resume(delete(Pid, State)));
+handle_info(recheck, State) ->
+    {noreply, resume(recheck(State#state{recheck = false}))};
 handle_info(stop_if_idle, State) ->
     stop_if_idle(State);
 handle_info(_Info, State) ->
@@ -239,28 +283,44 @@ terminate(_Reason, State = #state{path = Path}) ->
     _ = unlisten(State),
     ok.
 
-%% An upgrade or downgrade whose appup says {advanced, {handover, Nif}}
-%% moves the listener to the native module Nif (loaded by then): see
-%% handover/3. From 0.4.0, whose state held the native module and the bare
-%% listener resource, the state gets the backend, and gap and window at
-%% the end; a downgrade (run by this code, before 0.4.0's is loaded) hands
-%% the listener to Nif's listen/4 and drops them.
+%% From 0.5.0: each subscriber gets a flow with the default options (it
+%% pushes, as before) and the 0.6.0 fields are appended. Down to 0.5.0
+%% (run by this code, before 0.5.0's is loaded): every subscriber falls
+%% back to push, getting at once all that was held for it; the options
+%% rows go (0.5.0 has none), and the 0.6.0 fields are dropped. An appup
+%% that says {advanced, {handover, Nif}} also moves the listener to the
+%% native module Nif, loaded by then (see handover/3).
 -spec code_change(term(), #state{} | tuple(), term()) -> {ok, #state{} | tuple()}.
-code_change({down, _Vsn}, State = #state{path = Path}, {handover, Nif}) ->
-    Listen = fun(Tag, From) -> Nif:listen(Path, self(), Tag, From) end,
-    State1 = handover(State, Listen, Nif),
-    Old = State1#state{backend = Nif},
-    {ok, list_to_tuple(lists:sublist(tuple_to_list(Old), ?STATE_0_4_SIZE))};
-code_change(OldVsn, State, Extra) when tuple_size(State) =:= ?STATE_0_4_SIZE ->
-    %% 0.4.0: {state, Path, Nif, Tag, Retired, Listener, ...}.
-    Nif = element(3, State),
-    Handle = case element(6, State) of
-        undefined -> undefined;
-        Resource -> {Nif, Resource}
+code_change({down, _Vsn}, State0 = #state{path = Path, window = Window}, Extra) ->
+    State = case Extra of
+        {handover, Nif} ->
+            Listen = fun(Tag, From) ->
+                case Nif:listen(Path, self(), Tag, From, Window) of
+                    {ok, Listener} -> {ok, {Nif, Listener}};
+                    {error, _} = Error -> Error
+                end
+            end,
+            handover(State0, Listen, bus_backend_nif);
+        _ ->
+            State0
     end,
-    Fields = tuple_to_list(setelement(6, setelement(3, State, bus_backend_nif), Handle)),
-    Window = application:get_env(bus, window, ?WINDOW),
-    code_change(OldVsn, list_to_tuple(Fields ++ [false, Window]), Extra);
+    Old = maps:map(fun(Pid, {Ref, Flow}) ->
+                           _ = bus_flow:drain(Flow),
+                           true = bus_tables:delete_options(Path, Pid),
+                           {Ref, bus_flow:name(Flow)}
+                   end, State#state.subscribers),
+    %% If blocked, the listener has a queue and will not say so again:
+    %% 0.5.0 takes it on this.
+    Tag = State#state.tag,
+    _ = Tag =/= undefined andalso self() ! {bus_ready, Tag},
+    Fields = tuple_to_list(State#state{subscribers = Old}),
+    {ok, list_to_tuple(lists:sublist(Fields, ?STATE_0_5_SIZE))};
+code_change(OldVsn, State, Extra) when tuple_size(State) =:= ?STATE_0_5_SIZE ->
+    Defaults = bus_flow:defaults(),
+    Subs = maps:map(fun(Pid, {Ref, Name}) -> {Ref, bus_flow:new(Pid, Name, Defaults)} end,
+                    element(#state.subscribers, State)),
+    Fields = tuple_to_list(setelement(#state.subscribers, State, Subs)),
+    code_change(OldVsn, list_to_tuple(Fields ++ [false, 0, 0, false]), Extra);
 code_change(_OldVsn, State = #state{path = Path, window = Window}, {handover, _Nif}) ->
     Listen = fun(Tag, From) -> bus_backend_nif:listen(Path, self(), Tag, From, Window) end,
     {ok, handover(State, Listen, bus_backend_nif)};
@@ -268,6 +328,34 @@ code_change(_OldVsn, State = #state{}, _Extra) ->
     {ok, State}.
 
 %% Internal.
+
+%% Takes from the listener's queue up to Budget items (or all), and no
+%% more than the subscribers with overflow block have room for: with no
+%% room, the node is blocked (the listener's window fills and it holds
+%% the bus) until they make some. More left with room: the rest after the
+%% messages already in the mailbox.
+take(_Budget, State = #state{listener = undefined}) ->
+    State;
+take(Budget, State = #state{backend = Backend, listener = L, tag = Tag}) ->
+    case min(Budget, room(State)) of
+        0 ->
+            block(State);
+        Asked ->
+            case take_up_to(Backend, L, Asked, State) of
+                {State1, true} ->
+                    State1;
+                {State1, false} when Asked =:= Budget ->
+                    self() ! {bus_ready, Tag},
+                    State1;
+                {State1, false} ->
+                    %% Stopped by the room, not the budget: blocked unless
+                    %% the subscribers took some at once.
+                    take(minus(Budget, Asked), State1)
+            end
+    end.
+
+minus(infinity, _) -> infinity;
+minus(Budget, N) -> Budget - N.
 
 %% Forwards what the listener has queued, in order, up to Budget items
 %% (or infinity); says whether the queue was drained (if not, more may wait).
@@ -277,7 +365,7 @@ take_up_to(Backend, Listener, Budget, State) ->
         _ -> min(Budget, ?TAKE_MAX)
     end,
     Items = Backend:take(Listener, Asked),
-    State1 = lists:foldl(fun forward_item/2, State, Items),
+    State1 = forward(Items, State),
     Left = case Budget of
         infinity -> infinity;
         _ -> Budget - length(Items)
@@ -290,38 +378,113 @@ take_up_to(Backend, Listener, Budget, State) ->
         true -> take_up_to(Backend, Listener, Left, State1)
     end.
 
-%% Forwards everything the listener has queued.
+%% Forwards everything the listener has queued, room or not.
 take_all(Backend, Listener, State) ->
     {State1, true} = take_up_to(Backend, Listener, infinity, State),
     State1.
 
-forward_item(Message, State) when is_binary(Message) ->
-    forward(Message, State);
-forward_item({own, Message}, State) ->
-    forward(Message, State);
-forward_item({dropped, _}, State) ->
-    tell_gap(State#state{gap = true}).
+%% Feeds the listener's items to every subscriber, as messages and gaps.
+forward([], State) ->
+    State;
+forward(Items, State = #state{received = R, received_bytes = B}) ->
+    {Stream, R1, B1} = lists:foldr(fun
+        (Message, {S, N, Bytes}) when is_binary(Message) ->
+            {[{message, Message} | S], N + 1, Bytes + byte_size(Message)};
+        ({own, Message}, {S, N, Bytes}) ->
+            {[{message, Message} | S], N + 1, Bytes + byte_size(Message)};
+        ({dropped, _}, {S, N, Bytes}) ->
+            {[gap | S], N, Bytes}
+    end, {[], R, B}, Items),
+    feed(Stream, State#state{received = R1, received_bytes = B1}).
 
-forward(Message, State = #state{subscribers = Subs}) ->
-    maps:foreach(fun(Pid, {_, Name}) -> Pid ! {bus, Name, Message} end, Subs),
-    State#state{received = State#state.received + 1,
-                forwarded = State#state.forwarded + map_size(Subs),
-                received_bytes = State#state.received_bytes + byte_size(Message)}.
+feed(Stream, State = #state{path = Path, subscribers = Subs}) ->
+    {Subs1, State1} = maps:fold(fun(Pid, {Ref, Flow}, {Acc, S}) ->
+                                        Flow1 = bus_flow:feed(Stream, Flow),
+                                        _ = went_passive(Flow, Flow1) andalso
+                                            bus_tables:save_options(Path, Pid, bus_flow:persisted(Flow1)),
+                                        {Acc#{Pid => {Ref, Flow1}}, delivered(Flow, Flow1, S)}
+                                end, {#{}, State}, Subs),
+    arm_recheck(State1#state{subscribers = Subs1}).
 
-%% Tells the subscribers that messages may be missing here, if so.
+went_passive(Flow0, Flow1) ->
+    bus_flow:is_passive(Flow1) andalso not bus_flow:is_passive(Flow0).
+
+%% Counts what a flow delivered between two of its states.
+delivered(Flow0, Flow1, State = #state{forwarded = F}) ->
+    State#state{forwarded = F + bus_flow:delivered(Flow1) - bus_flow:delivered(Flow0)}.
+
+%% Tells the subscribers, in their streams, that messages may be missing
+%% here, if so.
 tell_gap(State = #state{gap = false}) ->
     State;
-tell_gap(State = #state{subscribers = Subs}) ->
-    maps:foreach(fun(Pid, {_, Name}) -> Pid ! {bus_gap, Name} end, Subs),
-    State#state{gap = false}.
+tell_gap(State) ->
+    feed([gap], State#state{gap = false}).
+
+%% What the subscribers with overflow block have room for.
+room(#state{subscribers = Subs}) ->
+    maps:fold(fun(_, {_, Flow}, Min) -> min(bus_flow:room(Flow), Min) end, infinity, Subs).
+
+%% Congested subscribers are sampled again in ?RECHECK_MS.
+arm_recheck(State = #state{recheck = true}) ->
+    State;
+arm_recheck(State = #state{subscribers = Subs}) ->
+    case lists:any(fun({_, Flow}) -> bus_flow:is_congested(Flow) end, maps:values(Subs)) of
+        true ->
+            erlang:send_after(?RECHECK_MS, self(), recheck),
+            State#state{recheck = true};
+        false ->
+            State
+    end.
+
+recheck(State = #state{subscribers = Subs}) ->
+    State1 = maps:fold(fun(Pid, {Ref, Flow}, S = #state{subscribers = Acc}) ->
+                               Flow1 = bus_flow:recheck(Flow),
+                               delivered(Flow, Flow1, S#state{subscribers = Acc#{Pid := {Ref, Flow1}}})
+                       end, State, Subs),
+    arm_recheck(State1).
+
+%% Blocked: the listener's held_us now, to count how long it holds the bus
+%% because of it.
+block(State = #state{blocked = false, backend = Backend, listener = L}) ->
+    State#state{blocked = {erlang:monotonic_time(microsecond), held_us(Backend, L)}};
+block(State) ->
+    State.
+
+%% Takes again if blocked and there is room now.
+resume(State = #state{blocked = false}) ->
+    State;
+resume(State) ->
+    case room(State) of
+        0 -> State;
+        _ -> take(State#state.window, unblock(State))
+    end.
+
+unblock(State = #state{blocked = {Since, Held0}, backend = Backend, listener = L}) ->
+    State#state{blocked = false,
+                blocked_us = State#state.blocked_us + erlang:monotonic_time(microsecond) - Since,
+                block_held_us = State#state.block_held_us + held_us(Backend, L) - Held0}.
+
+blocked_us(#state{blocked = false, blocked_us = Us}) ->
+    Us;
+blocked_us(#state{blocked = {Since, _}, blocked_us = Us}) ->
+    Us + erlang:monotonic_time(microsecond) - Since.
+
+block_held_us(#state{blocked = false, block_held_us = Us}) ->
+    Us;
+block_held_us(#state{blocked = {_, Held0}, block_held_us = Us, backend = Backend, listener = L}) ->
+    Us + held_us(Backend, L) - Held0.
+
+held_us(_Backend, undefined) ->
+    0;
+held_us(Backend, Listener) ->
+    maps:get(held_us, Backend:counters(Listener), 0).
 
 %% Moves the listener to a new one made by Listen(Tag, From), in place on
 %% the bus: no message lost or repeated. The old listener has ended when
-%% detach returns; what it queued is forwarded now, and messages an old
-%% native version sent (old tag) are in the mailbox, ahead of the new
-%% listener's, followed by the {bus_retired, Tag} marker. If the old
-%% listener was not on the bus (still joining, or failed), the new one
-%% joins afresh and the subscribers are told of a gap.
+%% detach returns; what it queued is forwarded now, followed by the
+%% {bus_retired, Tag} marker. If the old listener was not on the bus
+%% (still joining, or failed), the new one joins afresh and the
+%% subscribers are told of a gap.
 handover(State = #state{listener = undefined}, _Listen, Backend) ->
     State#state{backend = Backend};
 handover(State = #state{backend = Old, tag = OldTag, listener = Listener, retired = Retired,
@@ -374,13 +537,22 @@ unlisten(#state{listener = undefined}) ->
 unlisten(#state{backend = Backend, listener = Listener}) ->
     Backend:stop(Listener).
 
-add(Pid, Name, State = #state{subscribers = Subs}) ->
+%% Options saved by a bus_srv that died (none: subscribed before 0.6.0).
+saved_options(Saved) ->
+    case bus_flow:options(Saved) of
+        {ok, Options} -> Options;
+        error -> bus_flow:defaults()
+    end.
+
+%% A new subscriber, or new options for one (what is held for it stays).
+add(Pid, Name, Options, State = #state{subscribers = Subs}) ->
     case Subs of
-        #{Pid := {Ref, _}} ->
-            State#state{subscribers = Subs#{Pid := {Ref, Name}}};
+        #{Pid := {Ref, Flow}} ->
+            Flow1 = bus_flow:set_options(Options, bus_flow:rename(Name, Flow)),
+            delivered(Flow, Flow1, State#state{subscribers = Subs#{Pid := {Ref, Flow1}}});
         _ ->
             Ref = erlang:monitor(process, Pid),
-            State#state{subscribers = Subs#{Pid => {Ref, Name}}}
+            State#state{subscribers = Subs#{Pid => {Ref, bus_flow:new(Pid, Name, Options)}}}
     end.
 
 delete(Pid, State = #state{path = Path, subscribers = Subs}) ->
@@ -411,11 +583,16 @@ listener_down(Reason, State)
 listener_down(Reason, State) ->
     {stop, {listener_down, Reason}, State}.
 
-%% Tells the subscribers, ends their subscriptions and stops.
+%% Tells the subscribers, after what was held for them, ends their
+%% subscriptions and stops.
 bus_down(Reason, State = #state{path = Path, backend = Backend, subscribers = Subs,
                                 waiting = Waiting}) ->
-    maps:foreach(fun(Pid, {_, Name}) -> Pid ! {bus_down, Name, Reason} end, Subs),
+    maps:foreach(fun(Pid, {_, Flow}) ->
+                         Flow1 = bus_flow:drain(Flow),
+                         Pid ! {bus_down, bus_flow:name(Flow1), Reason}
+                 end, Subs),
     _ = [gen_server:reply(From, {error, Reason}) || From <- Waiting],
-    State1 = maps:fold(fun(Pid, _, S) -> delete(Pid, S) end, State#state{waiting = []}, Subs),
+    State1 = maps:fold(fun(Pid, _, S) -> delete(Pid, S) end,
+                       State#state{waiting = [], blocked = false}, Subs),
     ok = Backend:forget(Path),
     stop_if_idle(State1).

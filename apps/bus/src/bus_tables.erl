@@ -5,7 +5,9 @@
 %% move them.
 %%
 %% - subscriptions: `{{Path, Subscriber}, Name}', written by the bus's
-%%   bus_srv (and by an unsubscribe that finds no bus_srv);
+%%   bus_srv (and by an unsubscribe that finds no bus_srv), and since 0.6.0
+%%   the subscription's flow control options, `{{Path, Subscriber,
+%%   options}, Options}' (a key of another size: 0.5.0's code sees none);
 %% - servers: `{Path, BusSrv}', each bus_srv claims its own entry;
 %% - writers: `{{Module, Path}, Writer}', the writer handles a backend
 %%   keeps open between broadcasts, keyed by the module that made them so
@@ -14,7 +16,8 @@
 
 %% API.
 -export([create/0]).
--export([add_subscription/3, delete_subscription/2, subscriptions/1, subscribers/1]).
+-export([add_subscription/3, add_subscription/4, delete_subscription/2, subscriptions/1,
+         subscriptions_with_options/1, subscribers/1, save_options/3, delete_options/2]).
 -export([server/1, claim_server/2, release_server/2]).
 -export([writers_exist/0, writer/2, add_writer/3, delete_writer/3, take_writer/2,
          delete_writers_except/1]).
@@ -40,14 +43,37 @@ create() ->
 add_subscription(Path, Pid, Name) ->
     ets:insert(?SUBSCRIPTIONS, {{Path, Pid}, Name}).
 
+%% With the subscription's options.
+-spec add_subscription(binary(), pid(), term(), map()) -> true.
+add_subscription(Path, Pid, Name, Options) ->
+    ets:insert(?SUBSCRIPTIONS, [{{Path, Pid}, Name}, {{Path, Pid, options}, Options}]).
+
+-spec save_options(binary(), pid(), map()) -> true.
+save_options(Path, Pid, Options) ->
+    ets:insert(?SUBSCRIPTIONS, {{Path, Pid, options}, Options}).
+
+%% For a downgrade to a release without options.
+-spec delete_options(binary(), pid()) -> true.
+delete_options(Path, Pid) ->
+    ets:delete(?SUBSCRIPTIONS, {Path, Pid, options}).
+
 -spec delete_subscription(binary(), pid()) -> true.
 delete_subscription(Path, Pid) ->
+    true = ets:delete(?SUBSCRIPTIONS, {Path, Pid, options}),
     ets:delete(?SUBSCRIPTIONS, {Path, Pid}).
 
 %% The subscribers of a bus and the name each subscribed with.
 -spec subscriptions(binary()) -> [{pid(), term()}].
 subscriptions(Path) ->
     ets:select(?SUBSCRIPTIONS, [{{{Path, '$1'}, '$2'}, [], [{{'$1', '$2'}}]}]).
+
+%% The same with each one's options (#{} if it has none: subscribed
+%% before 0.6.0).
+-spec subscriptions_with_options(binary()) -> [{pid(), term(), map()}].
+subscriptions_with_options(Path) ->
+    Options = maps:from_list(ets:select(?SUBSCRIPTIONS,
+                                        [{{{Path, '$1', options}, '$2'}, [], [{{'$1', '$2'}}]}])),
+    [{Pid, Name, maps:get(Pid, Options, #{})} || {Pid, Name} <- subscriptions(Path)].
 
 -spec subscribers(binary()) -> [pid()].
 subscribers(Path) ->

@@ -43,15 +43,16 @@ full_window_holds_the_bus(Config) ->
     ok = bus:unsubscribe(Bus).
 
 %% Under 100,000 back-to-back broadcasts to a subscriber that reads
-%% nothing until they are all sent, the bus's bus_srv never has more than
-%% a few messages in its mailbox (the window is in the listener); the
-%% subscriber then gets every message, in order.
+%% nothing until they are all sent (and lets its mailbox take them all:
+%% max_mailbox), the bus's bus_srv never has more than a few messages in
+%% its mailbox (the window is in the listener); the subscriber then gets
+%% every message, in order.
 mailbox_stays_small_under_traffic(Config) ->
     N = 100000,
     Bus = bus_test_lib:new_bus(Config),
     Self = self(),
     Slow = spawn_link(fun() ->
-        ok = bus:subscribe(Bus),
+        ok = bus:subscribe(Bus, #{max_mailbox => N}),
         Self ! subscribed,
         receive go -> ok end,
         Self ! {numbers, receive_numbers(Bus, N)}

@@ -1,10 +1,10 @@
-%% @doc The native functions (native/bus_nif), native version 5. The
+%% @doc The native functions (native/bus_nif), native version 6. The
 %% module is named after the native version so that the next version's
 %% module and library can be loaded side by side with this one during a
 %% hot upgrade; other modules call it as `?NIF' (include/bus_nif.hrl).
 %% Use the `bus' and `bus_srv' modules instead: they validate the
 %% arguments.
--module(bus_nif_5).
+-module(bus_nif_6).
 
 -export([create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1]).
 -export([open_writer/1, broadcast/4, close_writer/1]).
@@ -108,7 +108,7 @@ stop_listener(_Listener) -> erlang:nif_error(not_loaded).
 -spec detach_listener(listener()) -> {ok, standing()} | {error, reason()}.
 detach_listener(_Listener) -> erlang:nif_error(not_loaded).
 
-%% The native version of the loaded library (5): it must match this
+%% The native version of the loaded library (6): it must match this
 %% module's name.
 -spec native_version() -> pos_integer().
 native_version() -> erlang:nif_error(not_loaded).
