@@ -16,7 +16,7 @@
 
 %% API.
 -export([subscribe/1, subscribe/2, activate/1, activate/2, unsubscribe/1, subscribers/1,
-         info/1]).
+         info/0, info/1]).
 -export([broadcast/2, broadcast/3]).
 -export([create/0, create/1, create/2, remove/1, chmod/2, chown/3, stat/1]).
 -export([resolve/1, well_known/0]).
@@ -27,7 +27,8 @@
               active/0, reason/0, info/0]).
 
 %% Like gen_server:call/2: a broadcast waits this long for listeners by
-%% default (a stopped listener must not hold a dirty scheduler for good).
+%% default (a stopped listener must not hold a dirty scheduler for good);
+%% the application environment's broadcast_timeout changes it.
 -define(DEFAULT_TIMEOUT, 5000).
 -define(WELL_KNOWN, [generic, audio, video, input, files]).
 -define(CALL_TIMEOUT, 5000).
@@ -73,7 +74,7 @@
 
 %% API.
 
-%% Subscribes the calling process to the bus: it gets every message as
+%% @doc Subscribes the calling process to the bus: it gets every message as
 %% `{bus, Name, Message}'. Returns once the bus's listener is counted on
 %% the bus: every broadcast that starts after this returns is delivered.
 %% Subscribing twice is subscribing once. The default options: see
@@ -82,7 +83,7 @@
 subscribe(Name) ->
     subscribe(Name, #{}).
 
-%% Subscribes with flow control options (a map, or a proplist):
+%% @doc Subscribes with flow control options (a map, or a proplist):
 %% - active: true (the default) sends every message; once, or N > 0,
 %%   sends that many, then `{bus_passive, Name}' (see activate/2); false
 %%   sends nothing until activated.
@@ -116,12 +117,12 @@ subscribe(Name, Options) ->
         end
     end).
 
-%% activate(Name, once).
+%% @doc activate(Name, once).
 -spec activate(name()) -> ok | {error, reason()}.
 activate(Name) ->
     activate(Name, once).
 
-%% Like inet:setopts(S, [{active, Active}]): once leaves one message of
+%% @doc Like inet:setopts(S, [{active, Active}]): once leaves one message of
 %% credit, N adds N to the credit left (from 0 if it was true), true
 %% pushes every message, false holds them. Whatever was held is sent
 %% while there is credit; when it runs out, `{bus_passive, Name}'.
@@ -137,7 +138,7 @@ activate(Name, Active) when is_boolean(Active); Active =:= once;
 activate(Name, Active) ->
     erlang:error(badarg, [Name, Active]).
 
-%% Ends the calling process's subscription; when it was the bus's last,
+%% @doc Ends the calling process's subscription; when it was the bus's last,
 %% the bus's listener has left the bus when this returns.
 -spec unsubscribe(name()) -> ok | {error, reason()}.
 unsubscribe(Name) ->
@@ -152,12 +153,19 @@ unsubscribe(Name) ->
         end
     end).
 
-%% The processes subscribed to the bus.
+%% @doc The processes subscribed to the bus.
 -spec subscribers(name()) -> [pid()] | {error, reason()}.
 subscribers(Name) ->
     with_path(Name, fun bus_tables:subscribers/1).
 
-%% The bus's pathname, the number of processes listening on it (S,
+%% @doc info/1 of every bus this node serves (that has a bus_srv), by
+%% pathname.
+-spec info() -> #{binary() => info()}.
+info() ->
+    maps:from_list([{Path, Info} || Path <- bus_tables:served(),
+                                    #{} = Info <- [info(Path)]]).
+
+%% @doc The bus's pathname, the number of processes listening on it (S,
 %% undefined if the bus cannot be read), the messages this node received
 %% and forwarded on it and the bytes received, its subscribers, the
 %% backend and the version of its code that serves it, and the listener's
@@ -185,11 +193,12 @@ info(Name) ->
                 subscribers => bus_tables:subscribers(Path)}
     end).
 
+%% @doc broadcast(Name, Message, #{}).
 -spec broadcast(name(), message()) -> ok | {error, reason()}.
 broadcast(Name, Message) ->
     broadcast(Name, Message, #{}).
 
-%% Broadcasts Message and returns once every listener has it. Options:
+%% @doc Broadcasts Message and returns once every listener has it. Options:
 %% timeout (milliseconds, default ?DEFAULT_TIMEOUT, or infinity) bounds
 %% every wait: {error, timeout} if nothing was published,
 %% {error, timeout_after_publish} if some listeners have the message (the
@@ -204,7 +213,7 @@ broadcast(Name, Message, Options) ->
     Backend = bus_backend:default(),
     with_path(Name, fun(Path) -> Backend:broadcast(Path, Bin, Timeout, NoWait) end).
 
-%% Creates a bus named `random.' and 30 random characters in the runtime
+%% @doc Creates a bus named `random.' and 30 random characters in the runtime
 %% directory ($XDG_RUNTIME_DIR/bus or /run/bus, made if missing) and
 %% returns its pathname.
 -spec create() -> {ok, binary()} | {error, reason()}.
@@ -212,12 +221,12 @@ create() ->
     Backend = bus_backend:default(),
     Backend:create_random(runtime_dir()).
 
-%% Creates the bus if it does not exist.
+%% @doc Creates the bus if it does not exist.
 -spec create(name()) -> {ok, binary()} | {error, reason()}.
 create(Name) ->
     create(Name, false).
 
-%% With Exclusive, fails with eexist if the bus file exists. The directory
+%% @doc With Exclusive, fails with eexist if the bus file exists. The directory
 %% of a well-known bus is created if missing.
 -spec create(name(), boolean()) -> {ok, binary()} | {error, reason()}.
 create(Name, Exclusive) when is_boolean(Exclusive) ->
@@ -229,13 +238,13 @@ create(Name, Exclusive) when is_boolean(Exclusive) ->
 create(Name, Exclusive) ->
     erlang:error(badarg, [Name, Exclusive]).
 
-%% Removes the bus: its semaphores, its shared memory and its file.
+%% @doc Removes the bus: its semaphores, its shared memory and its file.
 -spec remove(name()) -> ok | {error, reason()}.
 remove(Name) ->
     Backend = bus_backend:default(),
     with_path(Name, fun Backend:remove/1).
 
-%% Any bit of a class (user, group, others) in Mode grants that class
+%% @doc Any bit of a class (user, group, others) in Mode grants that class
 %% read and write on the bus.
 -spec chmod(name(), non_neg_integer()) -> ok | {error, reason()}.
 chmod(Name, Mode) when is_integer(Mode), Mode >= 0, Mode =< 8#7777 ->
@@ -244,7 +253,7 @@ chmod(Name, Mode) when is_integer(Mode), Mode >= 0, Mode =< 8#7777 ->
 chmod(Name, Mode) ->
     erlang:error(badarg, [Name, Mode]).
 
-%% Changes the owner and/or group (undefined: unchanged).
+%% @doc Changes the owner and/or group (undefined: unchanged).
 -spec chown(name(), non_neg_integer() | undefined, non_neg_integer() | undefined) ->
     ok | {error, reason()}.
 chown(Name, Uid, Gid) ->
@@ -254,14 +263,14 @@ chown(Name, Uid, Gid) ->
         false -> erlang:error(badarg, [Name, Uid, Gid])
     end.
 
-%% The bus's keys, permissions, owner, semaphore values (listeners: S)
+%% @doc The bus's keys, permissions, owner, semaphore values (listeners: S)
 %% and number of attached processes.
 -spec stat(name()) -> {ok, map()} | {error, reason()}.
 stat(Name) ->
     Backend = bus_backend:default(),
     with_path(Name, fun Backend:stat/1).
 
-%% The pathname of a bus.
+%% @doc The pathname of a bus.
 -spec resolve(name()) -> {ok, binary()} | {error, {unknown_bus, atom()}}.
 resolve(Name) when is_atom(Name) ->
     case lists:member(Name, ?WELL_KNOWN) of
@@ -276,13 +285,14 @@ resolve(Name) when is_binary(Name); is_list(Name) ->
 resolve(Name) ->
     erlang:error(badarg, [Name]).
 
+%% @doc The well-known bus names.
 -spec well_known() -> [well_known()].
 well_known() ->
     ?WELL_KNOWN.
 
 %% For bus_srv and bus_app.
 
-%% Like resolve/1, raising badarg for terms of the wrong type.
+%% @private Like resolve/1, raising badarg for terms of the wrong type.
 -spec path(name()) -> {ok, binary()} | {error, {unknown_bus, atom()}}.
 path(Name) ->
     try resolve(Name)
@@ -406,9 +416,16 @@ options(Options, Args) when is_list(Options) ->
         ({nowait, B}, {T, _}) when is_boolean(B) -> {T, B};
         (nowait, {T, _}) -> {T, true};
         (_, _) -> erlang:error(badarg, Args)
-    end, {?DEFAULT_TIMEOUT, false}, Options);
+    end, {default_timeout(), false}, Options);
 options(_Options, Args) ->
     erlang:error(badarg, Args).
+
+default_timeout() ->
+    case application:get_env(bus, broadcast_timeout, ?DEFAULT_TIMEOUT) of
+        infinity -> infinity;
+        T when is_integer(T), T >= 0 -> T;
+        _ -> ?DEFAULT_TIMEOUT
+    end.
 
 is_id(undefined) -> true;
 is_id(Id) -> is_integer(Id) andalso Id >= 0 andalso Id =< 16#ffffffff.

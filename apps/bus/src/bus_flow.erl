@@ -24,7 +24,8 @@
 
 -export([options/1, defaults/0, new/3, set_options/2, rename/2, feed/2, activate/2,
          recheck/1, drain/1]).
--export([name/1, room/1, is_congested/1, is_passive/1, delivered/1, info/1, persisted/1]).
+-export([name/1, room/1, is_congested/1, is_passive/1, delivered/1, dropped/1, info/1,
+         persisted/1]).
 
 -export_type([flow/0, options/0, active/0, item/0]).
 
@@ -272,6 +273,10 @@ name(#flow{name = Name}) ->
 
 -spec delivered(flow()) -> non_neg_integer().
 delivered(#flow{delivered = D}) ->
+    D.
+
+-spec dropped(flow()) -> non_neg_integer().
+dropped(#flow{dropped = D}) ->
     D.
 
 -spec is_passive(flow()) -> boolean().

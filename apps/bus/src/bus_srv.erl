@@ -28,6 +28,8 @@
 -module(bus_srv).
 -behaviour(gen_server).
 
+-include_lib("kernel/include/logger.hrl").
+
 %% API.
 -export([start_link/1]).
 -export([subscribe/1, subscribe/2, activate/1, activate/2, unsubscribe/1, broadcast/2,
@@ -73,11 +75,17 @@
     blocked_us = 0 :: non_neg_integer(),
     block_held_us = 0 :: non_neg_integer(),
     %% A recheck of congested subscribers is due.
-    recheck = false :: boolean()
+    recheck = false :: boolean(),
+    %% Since 0.7.0: per kind of logged event, when it was last logged
+    %% (monotonic ms) and how many (or, for drops, how many messages)
+    %% since were not.
+    logged = #{} :: #{atom() => {integer(), non_neg_integer()}}
 }).
 
-%% The size of the state tuple in 0.5.0 (none of the 0.6.0 fields).
--define(STATE_0_5_SIZE, 14).
+%% The size of the state tuple in 0.6.0 (no logged).
+-define(STATE_0_6_SIZE, 18).
+%% An event of a kind is logged at most once per bus in this long.
+-define(LOG_INTERVAL, 10000).
 %% Congested subscribers' mailboxes are sampled again after this long.
 -define(RECHECK_MS, 10).
 
@@ -147,7 +155,10 @@ init(Path) ->
             %% restart): leave quietly, callers retry and find it.
             {ok, #state{path = Path, status = duplicate}, {continue, stop}};
         true ->
+            logger:update_process_metadata(#{domain => [bus], bus => Path}),
             Subscriptions = bus_tables:subscriptions_with_options(Path),
+            _ = Subscriptions =/= [] andalso
+                ?LOG_WARNING(#{what => bus_srv_restarted, subscribers => length(Subscriptions)}),
             Window = application:get_env(bus, window, ?WINDOW),
             State = lists:foldl(fun({Pid, Name, Saved}, S) ->
                                         add(Pid, Name, saved_options(Saved), S)
@@ -283,11 +294,8 @@ terminate(_Reason, State = #state{path = Path}) ->
     _ = unlisten(State),
     ok.
 
-%% From 0.5.0: each subscriber gets a flow with the default options (it
-%% pushes, as before) and the 0.6.0 fields are appended. Down to 0.5.0
-%% (run by this code, before 0.5.0's is loaded): every subscriber falls
-%% back to push, getting at once all that was held for it; the options
-%% rows go (0.5.0 has none), and the 0.6.0 fields are dropped. An appup
+%% From 0.6.0, the 0.7.0 field (logged) is appended; down to 0.6.0
+%% (run by this code, before 0.6.0's is loaded) it is dropped. An appup
 %% that says {advanced, {handover, Nif}} also moves the listener to the
 %% native module Nif, loaded by then (see handover/3).
 -spec code_change(term(), #state{} | tuple(), term()) -> {ok, #state{} | tuple()}.
@@ -304,23 +312,9 @@ code_change({down, _Vsn}, State0 = #state{path = Path, window = Window}, Extra) 
         _ ->
             State0
     end,
-    Old = maps:map(fun(Pid, {Ref, Flow}) ->
-                           _ = bus_flow:drain(Flow),
-                           true = bus_tables:delete_options(Path, Pid),
-                           {Ref, bus_flow:name(Flow)}
-                   end, State#state.subscribers),
-    %% If blocked, the listener has a queue and will not say so again:
-    %% 0.5.0 takes it on this.
-    Tag = State#state.tag,
-    _ = Tag =/= undefined andalso self() ! {bus_ready, Tag},
-    Fields = tuple_to_list(State#state{subscribers = Old}),
-    {ok, list_to_tuple(lists:sublist(Fields, ?STATE_0_5_SIZE))};
-code_change(OldVsn, State, Extra) when tuple_size(State) =:= ?STATE_0_5_SIZE ->
-    Defaults = bus_flow:defaults(),
-    Subs = maps:map(fun(Pid, {Ref, Name}) -> {Ref, bus_flow:new(Pid, Name, Defaults)} end,
-                    element(#state.subscribers, State)),
-    Fields = tuple_to_list(setelement(#state.subscribers, State, Subs)),
-    code_change(OldVsn, list_to_tuple(Fields ++ [false, 0, 0, false]), Extra);
+    {ok, list_to_tuple(lists:sublist(tuple_to_list(State), ?STATE_0_6_SIZE))};
+code_change(OldVsn, State, Extra) when tuple_size(State) =:= ?STATE_0_6_SIZE ->
+    code_change(OldVsn, list_to_tuple(tuple_to_list(State) ++ [#{}]), Extra);
 code_change(_OldVsn, State = #state{path = Path, window = Window}, {handover, _Nif}) ->
     Listen = fun(Tag, From) -> bus_backend_nif:listen(Path, self(), Tag, From, Window) end,
     {ok, handover(State, Listen, bus_backend_nif)};
@@ -398,13 +392,20 @@ forward(Items, State = #state{received = R, received_bytes = B}) ->
     feed(Stream, State#state{received = R1, received_bytes = B1}).
 
 feed(Stream, State = #state{path = Path, subscribers = Subs}) ->
-    {Subs1, State1} = maps:fold(fun(Pid, {Ref, Flow}, {Acc, S}) ->
-                                        Flow1 = bus_flow:feed(Stream, Flow),
-                                        _ = went_passive(Flow, Flow1) andalso
-                                            bus_tables:save_options(Path, Pid, bus_flow:persisted(Flow1)),
-                                        {Acc#{Pid => {Ref, Flow1}}, delivered(Flow, Flow1, S)}
-                                end, {#{}, State}, Subs),
-    arm_recheck(State1#state{subscribers = Subs1}).
+    {Subs1, Dropped, State1} =
+        maps:fold(fun(Pid, {Ref, Flow}, {Acc, D, S}) ->
+                          Flow1 = bus_flow:feed(Stream, Flow),
+                          _ = went_passive(Flow, Flow1) andalso
+                              bus_tables:save_options(Path, Pid, bus_flow:persisted(Flow1)),
+                          {Acc#{Pid => {Ref, Flow1}},
+                           D + bus_flow:dropped(Flow1) - bus_flow:dropped(Flow),
+                           delivered(Flow, Flow1, S)}
+                  end, {#{}, 0, State}, Subs),
+    State2 = case Dropped of
+        0 -> State1;
+        _ -> event(bus_dropped, warning, #{}, Dropped, State1)
+    end,
+    arm_recheck(State2#state{subscribers = Subs1}).
 
 went_passive(Flow0, Flow1) ->
     bus_flow:is_passive(Flow1) andalso not bus_flow:is_passive(Flow0).
@@ -417,8 +418,28 @@ delivered(Flow0, Flow1, State = #state{forwarded = F}) ->
 %% here, if so.
 tell_gap(State = #state{gap = false}) ->
     State;
-tell_gap(State) ->
-    feed([gap], State#state{gap = false}).
+tell_gap(State = #state{subscribers = Subs}) ->
+    State1 = event(bus_gap, notice, #{subscribers => map_size(Subs)}, 1, State),
+    feed([gap], State1#state{gap = false}).
+
+%% Logs a bus event (the bus's pathname and domain [bus] are in the
+%% process metadata), at most one of a kind per ?LOG_INTERVAL: the others
+%% are counted, and the next one logged says how many (count: events, or
+%% for bus_dropped, messages dropped since the last one logged).
+event(What, Level, Report, Count, State = #state{logged = Logged}) ->
+    Now = erlang:monotonic_time(millisecond),
+    case maps:get(What, Logged, none) of
+        {Last, Pending} when Now - Last < ?LOG_INTERVAL ->
+            State#state{logged = Logged#{What => {Last, Pending + Count}}};
+        Previous ->
+            Pending = case Previous of
+                none -> 0;
+                {_, P} -> P
+            end,
+            logger:log(Level, Report#{what => What, count => Count + Pending},
+                       ?LOCATION),
+            State#state{logged = Logged#{What => {Now, 0}}}
+    end.
 
 %% What the subscribers with overflow block have room for.
 room(#state{subscribers = Subs}) ->
@@ -445,7 +466,8 @@ recheck(State = #state{subscribers = Subs}) ->
 
 %% Blocked: the listener's held_us now, to count how long it holds the bus
 %% because of it.
-block(State = #state{blocked = false, backend = Backend, listener = L}) ->
+block(State0 = #state{blocked = false, backend = Backend, listener = L}) ->
+    State = event(bus_blocked, notice, #{}, 1, State0),
     State#state{blocked = {erlang:monotonic_time(microsecond), held_us(Backend, L)}};
 block(State) ->
     State.
@@ -581,12 +603,14 @@ listener_down(Reason, State)
        element(1, Reason) =:= invalid_bus_file ->
     bus_down(Reason, State);
 listener_down(Reason, State) ->
+    ?LOG_ERROR(#{what => listener_down, reason => Reason}),
     {stop, {listener_down, Reason}, State}.
 
 %% Tells the subscribers, after what was held for them, ends their
 %% subscriptions and stops.
 bus_down(Reason, State = #state{path = Path, backend = Backend, subscribers = Subs,
                                 waiting = Waiting}) ->
+    ?LOG_WARNING(#{what => bus_down, reason => Reason, subscribers => map_size(Subs)}),
     maps:foreach(fun(Pid, {_, Flow}) ->
                          Flow1 = bus_flow:drain(Flow),
                          Pid ! {bus_down, bus_flow:name(Flow1), Reason}

@@ -18,7 +18,7 @@
 -export([create/0]).
 -export([add_subscription/3, add_subscription/4, delete_subscription/2, subscriptions/1,
          subscriptions_with_options/1, subscribers/1, save_options/3, delete_options/2]).
--export([server/1, claim_server/2, release_server/2]).
+-export([server/1, served/0, claim_server/2, release_server/2]).
 -export([writers_exist/0, writer/2, add_writer/3, delete_writer/3, take_writer/2,
          delete_writers_except/1]).
 
@@ -88,6 +88,11 @@ server(Path) ->
         [{_, Pid}] -> {ok, Pid};
         [] -> error
     end.
+
+%% The buses that have a bus_srv (it may have died since).
+-spec served() -> [binary()].
+served() ->
+    lists:sort([Path || {Path, _} <- ets:tab2list(?SERVERS)]).
 
 %% Makes Pid the bus's bus_srv unless a live one exists.
 -spec claim_server(binary(), pid()) -> boolean().
