@@ -85,6 +85,16 @@ defmodule BusTest do
     :ok = :bus.unsubscribe(bus)
   end
 
+  test "documentation: h :bus.subscribe in IEx" do
+    {:docs_v1, _, :erlang, _, %{"en" => _}, _, docs} = Code.fetch_docs(:bus)
+    assert [{_, _, _, %{"en" => doc}, _}] =
+             for({{:function, :subscribe, 2}, _, _, _, _} = d <- docs, do: d)
+
+    assert doc != []
+    help = ExUnit.CaptureIO.capture_io(fn -> IEx.Introspection.h({:bus, :subscribe, 2}) end)
+    assert help =~ "flow control options"
+  end
+
   test "info of every bus", %{bus: bus} do
     :ok = :bus.subscribe(bus)
     assert %{^bus => %{path: ^bus, subscribers: [_]}} = :bus.info()
