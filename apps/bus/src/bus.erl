@@ -20,6 +20,8 @@
 -export([broadcast/2, broadcast/3]).
 -export([create/0, create/1, create/2, remove/1, chmod/2, chown/3, stat/1]).
 -export([resolve/1, well_known/0]).
+%% Called from other nodes (remote subscribers).
+-export([subscribe_for/4, unsubscribe_for/2, activate_for/3]).
 %% For bus_srv and bus_app.
 -export([path/1]).
 
@@ -35,7 +37,10 @@
 -define(RETRIES, 5).
 
 -type well_known() :: generic | audio | video | input | files.
--type name() :: well_known() | binary() | string().
+-type name() :: local_name() | {local_name(), node()}.
+%% A bus of this node, or of another node (subscribe/2, activate/2,
+%% unsubscribe/1, subscribers/1, info/1, broadcast/3: remote).
+-type local_name() :: well_known() | binary() | string().
 -type message() :: unicode:chardata().  % sent as UTF-8
 -type broadcast_options() :: #{timeout => timeout(), nowait => boolean()}
                            | [{timeout, timeout()} | {nowait, boolean()} | nowait].
@@ -46,7 +51,7 @@
                                overflow => drop | block}
                            | [{active, active()} | {max_queue, pos_integer()}
                               | {max_mailbox, pos_integer()} | {overflow, drop | block}].
--type reason() :: not_subscribed | message_too_long | message_contains_nul | enoent | eexist | eacces
+-type reason() :: not_subscribed | not_started | noconnection | {not_supported, node()} | message_too_long | message_contains_nul | enoent | eexist | eacces
                 | eperm | {invalid_bus_file, binary()} | gone | busy | timeout
                 | timeout_after_publish | interrupted | closed
                 | {os_error, atom() | integer(), binary()} | {unknown_bus, atom()}.
@@ -107,10 +112,33 @@ subscribe(Name, Options) ->
         {ok, F} -> F;
         error -> erlang:error(badarg, [Name, Options])
     end,
+    case Name of
+        {_, Node} when is_atom(Node), Node =/= node() ->
+            %% bus_remote tells of a lost connection: without it, nothing would.
+            case whereis(bus_remote) of
+                undefined -> {error, not_started};
+                _ -> subscribe_remote(Name, Flow)
+            end;
+        {Local, Node} when Node =:= node() ->
+            subscribe_for(Local, self(), Name, Flow);
+        _ ->
+            subscribe_for(Name, self(), Name, Flow)
+    end.
+
+subscribe_remote(Name = {Local, Node}, Flow) ->
+    case remote(Node, subscribe_for, [Local, self(), Name, Flow]) of
+        ok -> bus_remote:watch(self(), Name);
+        Error -> Error
+    end.
+
+%% @private Subscribes Pid (of this node or another) to the bus Name of
+%% this node; messages come as {bus, Display, Message}.
+-spec subscribe_for(name(), pid(), term(), bus_flow:options()) -> ok | {error, reason()}.
+subscribe_for(Name, Pid, Display, Flow) ->
     with_path(Name, fun(Path) ->
-        case call(Path, {subscribe, self(), Name, Flow}, true) of
+        case call(Path, {subscribe, Pid, Display, Flow}, true) of
             {error, timeout} = Timeout ->
-                _ = unsubscribe(Name),
+                _ = unsubscribe_for(Name, Pid),
                 Timeout;
             Result ->
                 Result
@@ -129,24 +157,46 @@ activate(Name) ->
 -spec activate(name(), active()) -> ok | {error, reason()}.
 activate(Name, Active) when is_boolean(Active); Active =:= once;
                             is_integer(Active), Active > 0 ->
+    case Name of
+        {Local, Node} when is_atom(Node), Node =/= node() ->
+            remote(Node, activate_for, [Local, self(), Active]);
+        {Local, Node} when Node =:= node() ->
+            activate_for(Local, self(), Active);
+        _ ->
+            activate_for(Name, self(), Active)
+    end;
+activate(Name, Active) ->
+    erlang:error(badarg, [Name, Active]).
+
+%% @private activate/2 for Pid.
+-spec activate_for(name(), pid(), active()) -> ok | {error, reason()}.
+activate_for(Name, Pid, Active) ->
     with_path(Name, fun(Path) ->
-        case call(Path, {activate, self(), Active}, false) of
+        case call(Path, {activate, Pid, Active}, false) of
             not_running -> {error, not_subscribed};
             Result -> Result
         end
-    end);
-activate(Name, Active) ->
-    erlang:error(badarg, [Name, Active]).
+    end).
 
 %% @doc Ends the calling process's subscription; when it was the bus's last,
 %% the bus's listener has left the bus when this returns.
 -spec unsubscribe(name()) -> ok | {error, reason()}.
+unsubscribe({Local, Node} = Name) when is_atom(Node), Node =/= node() ->
+    ok = bus_remote:unwatch(self(), Name),
+    remote(Node, unsubscribe_for, [Local, self()]);
+unsubscribe({Local, Node}) when Node =:= node() ->
+    unsubscribe_for(Local, self());
 unsubscribe(Name) ->
+    unsubscribe_for(Name, self()).
+
+%% @private unsubscribe/1 for Pid.
+-spec unsubscribe_for(name(), pid()) -> ok | {error, reason()}.
+unsubscribe_for(Name, Pid) ->
     with_path(Name, fun(Path) ->
-        case call(Path, {unsubscribe, self()}, false) of
+        case call(Path, {unsubscribe, Pid}, false) of
             not_running ->
                 %% No bus_srv to clean up after us.
-                true = bus_tables:delete_subscription(Path, self()),
+                true = bus_tables:delete_subscription(Path, Pid),
                 ok;
             Result ->
                 Result
@@ -155,6 +205,8 @@ unsubscribe(Name) ->
 
 %% @doc The processes subscribed to the bus.
 -spec subscribers(name()) -> [pid()] | {error, reason()}.
+subscribers({Local, Node}) when is_atom(Node) ->
+    remote(Node, subscribers, [Local]);
 subscribers(Name) ->
     with_path(Name, fun bus_tables:subscribers/1).
 
@@ -176,6 +228,8 @@ info() ->
 %% long in all (blocked_us) and how much of that time the listener held
 %% the bus (block_held_us).
 -spec info(name()) -> info() | {error, reason()}.
+info({Local, Node}) when is_atom(Node) ->
+    remote(Node, info, [Local]);
 info(Name) ->
     with_path(Name, fun(Path) ->
         Backend = bus_backend:default(),
@@ -207,6 +261,8 @@ broadcast(Name, Message) ->
 %% infinity, a stopped listener holds one for good. nowait fails with
 %% {error, busy} at once if another process is broadcasting.
 -spec broadcast(name(), message(), broadcast_options()) -> ok | {error, reason()}.
+broadcast({Local, Node}, Message, Options) when is_atom(Node) ->
+    remote(Node, broadcast, [Local, Message, Options]);
 broadcast(Name, Message, Options) ->
     Bin = message(Message, [Name, Message, Options]),
     {Timeout, NoWait} = options(Options, [Name, Message, Options]),
@@ -305,6 +361,17 @@ with_path(Name, Fun) ->
     case path(Name) of
         {ok, Path} -> Fun(Path);
         {error, _} = Error -> Error
+    end.
+
+%% Calls bus:F(Args...) on Node; a lost or refused connection is
+%% {error, noconnection}.
+remote(Node, F, Args) ->
+    try
+        erpc:call(Node, ?MODULE, F, Args, ?CALL_TIMEOUT)
+    catch
+        error:{erpc, noconnection} -> {error, noconnection};
+        error:{erpc, timeout} -> {error, timeout};
+        error:{exception, undef, [{?MODULE, F, _, _} | _]} -> {error, {not_supported, Node}}
     end.
 
 %% Finds the bus's bus_srv (starting it if Start) and calls it, retrying

@@ -10,7 +10,9 @@
 %%
 %% A subscriber is ready when it has credit (active true, or a count of
 %% messages left) and is not congested (in its last sample its mailbox
-%% held more than max_mailbox messages). Then, with nothing held, items
+%% held more than max_mailbox messages; or, on another node, the
+%% connection was too busy to take a send without suspending its bus_srv,
+%% or down). Then, with nothing held, items
 %% go straight to its mailbox. Otherwise they are held, at most max_queue
 %% messages (notices do not count: consecutive ones merge, so they are at
 %% most one per held message, plus one); beyond that, overflow `drop'
@@ -125,7 +127,7 @@ rename(Name, F) ->
 feed([], F) ->
     F;
 feed(Items, F = #flow{active = true, congested = false, pending = 0, held = Held,
-                      pid = Pid, name = Name, sends = Sends}) ->
+                      pid = Pid, name = Name, sends = Sends}) when node(Pid) =:= node() ->
     case queue:is_empty(Held) of
         true -> push(Items, Pid, Name, Sends, 0, F);
         false -> feed_one(Items, F)
@@ -175,13 +177,26 @@ hold({message, _}, F = #flow{pending = P, dropped = D}) ->
     F#flow{pending = P + 1, dropped = D + 1}.
 
 %% Sends one item to the subscriber; a message uses credit, and the last
-%% credit is followed by the passive notice.
-deliver({message, Message}, F = #flow{pid = Pid, name = Name, active = A, sends = S,
-                                      delivered = D}) ->
-    Pid ! {bus, Name, Message},
+%% credit is followed by the passive notice. A subscriber on another node
+%% whose connection is busy (or down) is congested: the item goes back to
+%% the head of what is held, and is sent again at the next recheck.
+deliver(Item, F = #flow{pid = Pid, name = Name}) ->
+    case send(Pid, notice(Item, Name)) of
+        ok -> delivered(Item, F);
+        busy -> requeue(Item, F)
+    end.
+
+notice({message, Message}, Name) -> {bus, Name, Message};
+notice(gap, Name) -> {bus_gap, Name};
+notice({dropped, N}, Name) -> {bus_dropped, Name, N}.
+
+delivered({message, _}, F = #flow{pid = Pid, name = Name, active = A, sends = S,
+                                  delivered = D}) ->
     A1 = case A of
         true -> true;
-        1 -> Pid ! {bus_passive, Name}, 0;
+        %% (To another node: sent even if the connection just became
+        %% busy, which can only delay this process briefly.)
+        1 -> _ = erlang:send(Pid, {bus_passive, Name}, [noconnect]), 0;
         _ -> A - 1
     end,
     F1 = F#flow{active = A1, delivered = D + 1, sends = S + 1},
@@ -189,12 +204,30 @@ deliver({message, Message}, F = #flow{pid = Pid, name = Name, active = A, sends 
         true -> sample(F1);
         false -> F1
     end;
-deliver(gap, F = #flow{pid = Pid, name = Name}) ->
-    Pid ! {bus_gap, Name},
-    F;
-deliver({dropped, N}, F = #flow{pid = Pid, name = Name}) ->
-    Pid ! {bus_dropped, Name, N},
+delivered(_Notice, F) ->
     F.
+
+requeue({dropped, N}, F = #flow{pending = P, held = Held}) ->
+    case queue:is_empty(Held) of
+        %% The notice of drops with nothing after them: pending again.
+        true -> F#flow{pending = P + N, congested = true};
+        false -> F#flow{held = queue:in_r({dropped, N}, Held), congested = true}
+    end;
+requeue(Item = {message, _}, F = #flow{held = Held, queued = Q}) ->
+    F#flow{held = queue:in_r(Item, Held), queued = Q + 1, congested = true};
+requeue(Item, F = #flow{held = Held}) ->
+    F#flow{held = queue:in_r(Item, Held), congested = true}.
+
+%% A local process always takes a message; the connection to another node
+%% may be busy (the send would suspend this process) or down.
+send(Pid, Message) when node(Pid) =:= node() ->
+    Pid ! Message,
+    ok;
+send(Pid, Message) ->
+    case erlang:send(Pid, Message, [nosuspend, noconnect]) of
+        ok -> ok;
+        _ -> busy
+    end.
 
 %% Congested when the mailbox holds more than max_mailbox messages. A
 %% process of another node is not sampled; a dead one is left to the
@@ -244,6 +277,9 @@ activate(N, F = #flow{active = A}) when is_integer(N), N > 0 ->
 -spec recheck(flow()) -> flow().
 recheck(F = #flow{congested = false}) ->
     F;
+recheck(F = #flow{pid = Pid}) when node(Pid) =/= node() ->
+    %% The connection was busy: try again.
+    flush(F#flow{congested = false});
 recheck(F = #flow{pid = Pid, max_mailbox = Max}) ->
     case process_info(Pid, message_queue_len) of
         {message_queue_len, Len} when Len =< Max div 2 ->

@@ -21,4 +21,8 @@ init([]) ->
           [#{id => bus_srv_sup,
              start => {bus_srv_sup, start_link, []},
              type => supervisor,
-             shutdown => infinity}]}}.
+             shutdown => infinity},
+           %% Since 0.8.0: this node's subscribers to other nodes' buses.
+           #{id => bus_remote,
+             start => {bus_remote, start_link, []},
+             shutdown => 5000}]}}.
