@@ -20,8 +20,10 @@
 -export([broadcast/2, broadcast/3]).
 -export([create/0, create/1, create/2, remove/1, chmod/2, chown/3, stat/1]).
 -export([resolve/1, well_known/0]).
-%% Called from other nodes (remote subscribers).
--export([subscribe_for/4, unsubscribe_for/2, activate_for/3]).
+%% Called from other nodes (remote subscribers, bridges).
+-export([subscribe_for/4, unsubscribe_for/2, activate_for/3, bridge_of/1]).
+%% Bridges.
+-export([bridge/1, unbridge/1, start_bridge/1]).
 %% For bus_srv and bus_app.
 -export([path/1]).
 
@@ -51,7 +53,7 @@
                                overflow => drop | block}
                            | [{active, active()} | {max_queue, pos_integer()}
                               | {max_mailbox, pos_integer()} | {overflow, drop | block}].
--type reason() :: not_subscribed | not_started | noconnection | {not_supported, node()} | message_too_long | message_contains_nul | enoent | eexist | eacces
+-type reason() :: not_subscribed | not_started | not_bridged | noconnection | {not_supported, node()} | message_too_long | message_contains_nul | enoent | eexist | eacces
                 | eperm | {invalid_bus_file, binary()} | gone | busy | timeout
                 | timeout_after_publish | interrupted | closed
                 | {os_error, atom() | integer(), binary()} | {unknown_bus, atom()}.
@@ -203,6 +205,51 @@ unsubscribe_for(Name, Pid) ->
         end
     end).
 
+%% @doc Bridges the bus Name with the same-named buses of the other nodes
+%% that bridge it (see bus_bridge): every message broadcast on any of
+%% them is broadcast on the others, once, in per-origin order, never
+%% echoed. Returns once this node's bridge and those of every connected
+%% node that bridges Name see each other.
+-spec bridge(local_name()) -> ok | {error, reason()}.
+bridge(Name) ->
+    case start_bridge(Name) of
+        {ok, Local} ->
+            Remotes = [P || N <- nodes(), {ok, P} <- [remote(N, bridge_of, [Name])]],
+            ok = bus_bridge:await(Local, Remotes),
+            lists:foreach(fun(R) -> ok = bus_bridge:await(R, [Local]) end, Remotes);
+        {error, _} = Error ->
+            Error
+    end.
+
+%% @doc Starts this node's bridge of Name (if not running) without
+%% waiting for the other nodes' (the application env's `bridges' at boot).
+-spec start_bridge(local_name()) -> {ok, pid()} | {error, reason()}.
+start_bridge(Name) ->
+    with_path(Name, fun(Path) ->
+        case bus_tables:server({bridge, Path}) of
+            {ok, Pid} -> {ok, Pid};
+            error -> bus_bridge_sup:start_bridge(Name, Path)
+        end
+    end).
+
+%% @doc Stops this node's bridge of Name.
+-spec unbridge(local_name()) -> ok | {error, reason()}.
+unbridge(Name) ->
+    case bridge_of(Name) of
+        {ok, Pid} -> bus_bridge_sup:stop_bridge(Pid);
+        _ -> {error, not_bridged}
+    end.
+
+%% @private This node's bridge of Name.
+-spec bridge_of(local_name()) -> {ok, pid()} | error | {error, reason()}.
+bridge_of(Name) ->
+    with_path(Name, fun(Path) ->
+        %% (Asked of every connected node: one may not run the application.)
+        try bus_tables:server({bridge, Path})
+        catch error:badarg -> error
+        end
+    end).
+
 %% @doc The processes subscribed to the bus.
 -spec subscribers(name()) -> [pid()] | {error, reason()}.
 subscribers({Local, Node}) when is_atom(Node) ->
@@ -243,8 +290,12 @@ info(Name) ->
             {ok, #{listeners := S}} -> S;
             {error, _} -> undefined
         end,
-        Counts#{path => Path, listeners => Listeners,
-                subscribers => bus_tables:subscribers(Path)}
+        Bridge = case bus_tables:server({bridge, Path}) of
+            {ok, B} -> #{bridge => catch_counts(B)};
+            error -> #{}
+        end,
+        maps:merge(Counts#{path => Path, listeners => Listeners,
+                           subscribers => bus_tables:subscribers(Path)}, Bridge)
     end).
 
 %% @doc broadcast(Name, Message, #{}).
@@ -361,6 +412,11 @@ with_path(Name, Fun) ->
     case path(Name) of
         {ok, Path} -> Fun(Path);
         {error, _} = Error -> Error
+    end.
+
+catch_counts(Bridge) ->
+    try bus_bridge:counts(Bridge)
+    catch exit:_ -> #{}
     end.
 
 %% Calls bus:F(Args...) on Node; a lost or refused connection is

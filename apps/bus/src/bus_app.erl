@@ -14,8 +14,12 @@ start(_Type, _Args) ->
     %% Owned by this process, which lives as long as the application.
     ok = bus_tables:create(),
     case create_default_bus(application:get_env(bus, default_bus, generic)) of
-        ok -> bus_sup:start_link();
-        {error, _} = Error -> Error
+        ok ->
+            {ok, Sup} = bus_sup:start_link(),
+            ok = start_bridges(application:get_env(bus, bridges, [])),
+            {ok, Sup};
+        {error, _} = Error ->
+            Error
     end.
 
 -spec stop(term()) -> ok.
@@ -46,6 +50,17 @@ create_default_bus(Name) ->
         {error, Reason} ->
             {error, {default_bus, Name, Reason}}
     end.
+
+%% The application env's bridges: each bus's bridge starts now and joins
+%% the other nodes' as they connect.
+start_bridges(Names) ->
+    lists:foreach(fun(Name) ->
+        case bus:start_bridge(Name) of
+            {ok, _} -> ok;
+            {error, Reason} -> logger:error(#{what => bridge_not_started, name => Name,
+                                              reason => Reason}, #{domain => [bus]})
+        end
+    end, Names).
 
 set_mode(_Path, undefined) -> ok;
 set_mode(Path, Mode) when is_integer(Mode), Mode >= 0, Mode =< 8#7777 -> bus:chmod(Path, Mode);

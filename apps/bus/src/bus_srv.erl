@@ -267,6 +267,9 @@ handle_info({bus_listening, Tag}, State = #state{tag = Tag, waiting = Waiting}) 
     {noreply, tell_gap(State#state{status = listening, waiting = []})};
 handle_info({bus_gap, Tag}, State = #state{tag = Tag}) ->
     {noreply, tell_gap(State#state{gap = true})};
+handle_info({bus_bridge_gap, _Count}, State) ->
+    %% The bus's bridge dropped messages from other nodes (since 0.9.0).
+    {noreply, tell_gap(State#state{gap = true})};
 handle_info({bus_listener_down, Tag, Reason},
             State = #state{tag = Tag, backend = Backend, listener = Listener}) ->
     %% What it queued before it failed goes out first, all of it: it is

@@ -25,4 +25,12 @@ init([]) ->
            %% Since 0.8.0: this node's subscribers to other nodes' buses.
            #{id => bus_remote,
              start => {bus_remote, start_link, []},
-             shutdown => 5000}]}}.
+             shutdown => 5000},
+           %% Since 0.9.0: the pg scope of bridge members, and the bridges.
+           #{id => bus_bridges,
+             start => {pg, start_link, [bus_bridges]},
+             shutdown => 5000},
+           #{id => bus_bridge_sup,
+             start => {bus_bridge_sup, start_link, []},
+             type => supervisor,
+             shutdown => infinity}]}}.

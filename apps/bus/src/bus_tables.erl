@@ -8,7 +8,8 @@
 %%   bus_srv (and by an unsubscribe that finds no bus_srv), and since 0.6.0
 %%   the subscription's flow control options, `{{Path, Subscriber,
 %%   options}, Options}' (a key of another size: 0.5.0's code sees none);
-%% - servers: `{Path, BusSrv}', each bus_srv claims its own entry;
+%% - servers: `{Path, BusSrv}', each bus_srv claims its own entry, and
+%%   since 0.9.0 `{{bridge, Path}, Bridge}' for a bus's bridge;
 %% - writers: `{{Module, Path}, Writer}', the writer handles a backend
 %%   keeps open between broadcasts, keyed by the module that made them so
 %%   that code of one native version never uses another's.
@@ -82,7 +83,7 @@ subscribers(Path) ->
 %% Servers.
 
 %% The bus's bus_srv, if one has claimed it (it may have died since).
--spec server(binary()) -> {ok, pid()} | error.
+-spec server(binary() | {bridge, binary()}) -> {ok, pid()} | error.
 server(Path) ->
     case ets:lookup(?SERVERS, Path) of
         [{_, Pid}] -> {ok, Pid};
@@ -92,10 +93,10 @@ server(Path) ->
 %% The buses that have a bus_srv (it may have died since).
 -spec served() -> [binary()].
 served() ->
-    lists:sort([Path || {Path, _} <- ets:tab2list(?SERVERS)]).
+    lists:sort([Path || {Path, _} <- ets:tab2list(?SERVERS), is_binary(Path)]).
 
 %% Makes Pid the bus's bus_srv unless a live one exists.
--spec claim_server(binary(), pid()) -> boolean().
+-spec claim_server(binary() | {bridge, binary()}, pid()) -> boolean().
 claim_server(Path, Pid) ->
     case ets:insert_new(?SERVERS, {Path, Pid}) of
         true ->
@@ -113,7 +114,7 @@ claim_server(Path, Pid) ->
     end.
 
 %% Removes Pid's claim (not another's).
--spec release_server(binary(), pid()) -> non_neg_integer().
+-spec release_server(binary() | {bridge, binary()}, pid()) -> non_neg_integer().
 release_server(Path, Pid) ->
     ets:select_delete(?SERVERS, [{{Path, Pid}, [], [true]}]).
 

@@ -15,8 +15,7 @@
 -export([remote_subscriber_gets_everything/1, remote_flow_control/1,
          remote_subscriber_death_cleans_up/1, lost_connection_is_bus_down/1,
          cut_connection_is_bus_down/1, unreachable_node/1]).
-%% Run on the peers.
--export([relay/3]).
+-import(bus_machine, [start_relay/3, relay_do/2, stop_relay/1, cli/2, ipc_objects/1]).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
@@ -26,15 +25,7 @@ all() ->
      cut_connection_is_bus_down, unreachable_node].
 
 init_per_suite(Config) ->
-    Started = case is_alive() of
-        true ->
-            false;
-        false ->
-            _ = os:cmd("epmd -daemon"),
-            {ok, _} = net_kernel:start([list_to_atom("bus_dist_ct_" ++ os:getpid()), shortnames]),
-            true
-    end,
-    [{dist_started, Started} | Config].
+    [{dist_started, bus_machine:ensure_distributed()} | Config].
 
 end_per_suite(Config) ->
     _ = ?config(dist_started, Config) andalso net_kernel:stop(),
@@ -42,13 +33,13 @@ end_per_suite(Config) ->
 
 %% Two machines: A serves the bus, C subscribes to it.
 init_per_testcase(_Case, Config) ->
-    A = start_machine("a", Config),
-    C = start_machine("c", Config),
-    Path = machine_bus(A, "shared"),
+    A = bus_machine:start("a", []),
+    C = bus_machine:start("c", []),
+    Path = {bus_machine:node(A), bus_machine:bus(A, "shared")},
     [{a, A}, {c, C}, {path, Path} | Config].
 
 end_per_testcase(_Case, Config) ->
-    [stop_machine(M) || M <- [?config(a, Config), ?config(c, Config)]],
+    [bus_machine:stop(M) || M <- [?config(a, Config), ?config(c, Config)]],
     ok.
 
 %% A relay on C subscribed to A's bus gets every message broadcast there,
@@ -134,91 +125,11 @@ unreachable_node(Config) ->
     %% of a lost connection).
     {error, not_started} = bus:subscribe({Path, Nowhere}).
 
-%% Machines.
-
-%% A node in its own IPC namespace and bus directory, the bus application
-%% started there (no default bus).
-start_machine(Name, Config) ->
-    Dir = string:trim(os:cmd("mktemp -d /tmp/bus-dist-" ++ Name ++ ".XXXXXX")),
-    Paths = lists:usort([filename:dirname(code:which(M)) || M <- [bus, ?MODULE, bus_test_lib]]),
-    {ok, Peer, Node} = peer:start_link(#{
-        name => list_to_atom("bus_" ++ Name ++ "_" ++ integer_to_list(erlang:unique_integer([positive]))),
-        exec => {os:find_executable("unshare"), ["--ipc", os:find_executable("erl")]},
-        %% (A connection cut between two peers must not make global cut
-        %% them from this node too: prevent_overlapping_partitions.)
-        args => ["-setcookie", atom_to_list(erlang:get_cookie()),
-                 "-kernel", "prevent_overlapping_partitions", "false"
-                 | lists:append([["-pa", P] || P <- Paths])],
-        env => [{"XDG_RUNTIME_DIR", Dir}]}),
-    ok = erpc:call(Node, application, load, [bus]),
-    ok = erpc:call(Node, application, set_env, [bus, default_bus, none]),
-    {ok, _} = erpc:call(Node, application, ensure_all_started, [bus]),
-    %% A fresh namespace: no IPC object but ours.
-    [] = ipc_objects(Node),
-    _ = Config,
-    {Node, Peer, Dir}.
-
-%% Removes its buses, checks that the namespace has no IPC object left,
-%% stops the node (if still up).
-stop_machine({Node, Peer, Dir}) ->
-    case lists:member(Node, nodes()) of
-        true ->
-            [ok = erpc:call(Node, bus, remove, [B]) || B <- filelib:wildcard(Dir ++ "/bus/*")],
-            [] = ipc_objects(Node),
-            ok = erpc:call(Node, application, stop, [bus]),
-            peer:stop(Peer);
-        false ->
-            ok
-    end,
-    _ = os:cmd("rm -rf " ++ Dir),
-    ok.
-
-machine_bus({Node, _, Dir}, Name) ->
-    ok = file:make_dir(filename:join(Dir, "bus")),
-    {ok, Path} = erpc:call(Node, bus, create, [filename:join([Dir, "bus", Name]), true]),
-    {Node, Path}.
-
-ipc_objects(Node) ->
-    Lines = string:split(erpc:call(Node, os, cmd, ["ipcs -s -m"]), "\n", all),
-    [L || L <- Lines, lists:prefix("0x", L)].
-
-%% The `bus' command, run in the machine's namespace.
-cli({Node, _, _}, Args) ->
-    Cli = filename:join([code:priv_dir(bus), "bin", "bus"]),
-    Command = lists:join(" ", [Cli | [unicode:characters_to_list(A) || A <- Args]]),
-    erpc:call(Node, os, cmd, [lists:flatten(Command)]).
-
-%% The relay.
-
-start_relay({Node, _, _}, Name, Options) ->
-    Self = self(),
-    Relay = erpc:call(Node, erlang, spawn, [?MODULE, relay, [Self, Name, Options]]),
-    receive {relaying, Relay, Result} -> ok = Result, Relay after 10000 -> ct:fail(no_relay) end.
-
-relay(To, Name, Options) ->
-    To ! {relaying, self(), bus:subscribe(Name, Options)},
-    relay_loop(To).
-
-relay_loop(To) ->
-    receive
-        {do, From, Fun} -> From ! {done, self(), Fun()};
-        stop -> exit(normal);
-        Message -> To ! {relayed, Message}
-    end,
-    relay_loop(To).
-
-relay_do(Relay, Fun) ->
-    Relay ! {do, self(), Fun},
-    receive {done, Relay, Result} -> Result after 10000 -> ct:fail(relay_stuck) end.
-
-stop_relay(Relay) ->
-    Ref = monitor(process, Relay),
-    Relay ! stop,
-    receive {'DOWN', Ref, process, Relay, _} -> ok after 10000 -> ct:fail(relay_stuck) end.
+%% Internal.
 
 relayed() ->
-    receive {relayed, M} -> M after 10000 -> ct:fail(nothing_relayed) end.
+    bus_machine:relayed().
 
 numbers(Name, N) ->
-    [receive {relayed, {bus, Name, M}} -> binary_to_integer(M) after 10000 -> ct:fail({missing, I}) end
+    [receive {relayed, _, {bus, Name, M}} -> binary_to_integer(M) after 10000 -> ct:fail({missing, I}) end
      || I <- lists:seq(1, N)].
