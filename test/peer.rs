@@ -173,7 +173,10 @@ fn broadcast(path: &str, n: &str) -> Outcome {
     Ok(())
 }
 
-/// The stop is looked at between rounds only, so every bus gets every round.
+/// Stops at the end of its standard input, or on SIGTERM (within the
+/// signal's grace: a round held longer by a stopped listener is lost, with
+/// the count). The stop is looked at between rounds only, so every bus
+/// gets every round.
 fn feed(paths: &[String], rate: &str) -> Outcome {
     let rate: u64 = rate.parse()?;
     let buses = paths
@@ -181,6 +184,11 @@ fn feed(paths: &[String], rate: &str) -> Outcome {
         .map(|p| Bus::open(p, Access::Write))
         .collect::<Result<Vec<_>, _>>()?;
     let stop = StopToken::on_termination_signals()?;
+    let eof = stop.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        eof.stop();
+    });
     let start = Instant::now();
     let mut round = 0u64;
     while !stop.is_stopped() {

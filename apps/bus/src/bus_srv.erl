@@ -82,8 +82,6 @@
     logged = #{} :: #{atom() => {integer(), non_neg_integer()}}
 }).
 
-%% The size of the state tuple in 0.6.0 (no logged).
--define(STATE_0_6_SIZE, 18).
 %% An event of a kind is logged at most once per bus in this long.
 -define(LOG_INTERVAL, 10000).
 %% Congested subscribers' mailboxes are sampled again after this long.
@@ -297,27 +295,20 @@ terminate(_Reason, State = #state{path = Path}) ->
     _ = unlisten(State),
     ok.
 
-%% From 0.6.0, the 0.7.0 field (logged) is appended; down to 0.6.0
-%% (run by this code, before 0.6.0's is loaded) it is dropped. An appup
-%% that says {advanced, {handover, Nif}} also moves the listener to the
-%% native module Nif, loaded by then (see handover/3).
--spec code_change(term(), #state{} | tuple(), term()) -> {ok, #state{} | tuple()}.
-code_change({down, _Vsn}, State0 = #state{path = Path, window = Window}, Extra) ->
-    State = case Extra of
-        {handover, Nif} ->
-            Listen = fun(Tag, From) ->
-                case Nif:listen(Path, self(), Tag, From, Window) of
-                    {ok, Listener} -> {ok, {Nif, Listener}};
-                    {error, _} = Error -> Error
-                end
-            end,
-            handover(State0, Listen, bus_backend_nif);
-        _ ->
-            State0
+%% The state has had this shape since 0.7.0: an upgrade or downgrade
+%% between 0.8.0 and this release converts nothing. (Each release that
+%% changes the shape converts here, from and back to exactly the previous
+%% release's.) An appup that says {advanced, {handover, Nif}} also moves
+%% the listener to the native module Nif, loaded by then (see handover/3).
+-spec code_change(term(), #state{}, term()) -> {ok, #state{}}.
+code_change({down, _Vsn}, State = #state{path = Path, window = Window}, {handover, Nif}) ->
+    Listen = fun(Tag, From) ->
+        case Nif:listen(Path, self(), Tag, From, Window) of
+            {ok, Listener} -> {ok, {Nif, Listener}};
+            {error, _} = Error -> Error
+        end
     end,
-    {ok, list_to_tuple(lists:sublist(tuple_to_list(State), ?STATE_0_6_SIZE))};
-code_change(OldVsn, State, Extra) when tuple_size(State) =:= ?STATE_0_6_SIZE ->
-    code_change(OldVsn, list_to_tuple(tuple_to_list(State) ++ [#{}]), Extra);
+    {ok, handover(State, Listen, bus_backend_nif)};
 code_change(_OldVsn, State = #state{path = Path, window = Window}, {handover, _Nif}) ->
     Listen = fun(Tag, From) -> bus_backend_nif:listen(Path, self(), Tag, From, Window) end,
     {ok, handover(State, Listen, bus_backend_nif)};
