@@ -436,43 +436,25 @@ def check_interrupted(cli, path, sent):
     assert stat(cli, path)["listeners"] == 0
 
 
-def test_keyboard_interrupt_in_read(path, cli):
+BLOCKING = {
+    "read": lambda b: b.read(count_calls([])),
+    "read_timed": lambda b: b.read_timed(count_calls([]), 60),
+    "poll": lambda b: b.poll(),
+    "poll_timed": lambda b: b.poll_timed(60, None),
+}
+
+
+@pytest.mark.parametrize("call", list(BLOCKING))
+def test_keyboard_interrupt_in_a_blocked_call(path, cli, call):
     assert threading.current_thread() is threading.main_thread()
     b = opened(path, Bus.RDONLY)
+    if call.startswith("poll"):
+        b.poll_start()
     sent = interrupt_main_when_waiting(cli, path)
     with pytest.raises(KeyboardInterrupt):
-        b.read(count_calls([]))
+        BLOCKING[call](b)
     check_interrupted(cli, path, sent)
-    b.close()
-
-
-def test_keyboard_interrupt_in_read_timed(path, cli):
-    b = opened(path, Bus.RDONLY)
-    sent = interrupt_main_when_waiting(cli, path)
-    with pytest.raises(KeyboardInterrupt):
-        b.read_timed(count_calls([]), 60)
-    check_interrupted(cli, path, sent)
-    b.close()
-
-
-def test_keyboard_interrupt_in_poll(path, cli):
-    b = opened(path, Bus.RDONLY)
-    b.poll_start()
-    sent = interrupt_main_when_waiting(cli, path)
-    with pytest.raises(KeyboardInterrupt):
-        b.poll()
-    check_interrupted(cli, path, sent)
-    raises_errno(errno.EINVAL, b.poll, Bus.NOWAIT)  # poll_stop was done
-    b.close()
-
-
-def test_keyboard_interrupt_in_poll_timed(path, cli):
-    b = opened(path, Bus.RDONLY)
-    b.poll_start()
-    sent = interrupt_main_when_waiting(cli, path)
-    with pytest.raises(KeyboardInterrupt):
-        b.poll_timed(60, None)
-    check_interrupted(cli, path, sent)
+    raises_errno(errno.EINVAL, b.poll, Bus.NOWAIT)  # not polling (any more)
     b.close()
 
 

@@ -96,6 +96,11 @@ impl PyBus {
         self.path().ok_or_else(|| self.errno(libc::EINVAL))
     }
 
+    /// python-bus's time limit (see [`timeout::deadline`]).
+    fn deadline(&self, timeout: f64, clock_id: Option<libc::clockid_t>) -> PyResult<Deadline> {
+        timeout::deadline(timeout, clock_id).map_err(|e| self.errno(e))
+    }
+
     /// The open bus, or `EINVAL` if it is not open (as libbus).
     fn open_bus(&self) -> PyResult<Arc<Bus>> {
         lock(&self.bus)
@@ -337,7 +342,7 @@ impl PyBus {
         timeout: f64,
         clock_id: Option<libc::clockid_t>,
     ) -> PyResult<()> {
-        let deadline = timeout::deadline(timeout, clock_id).map_err(|e| self.errno(e))?;
+        let deadline = self.deadline(timeout, clock_id)?;
         self.write_with(py, message, Write::Until(deadline))
     }
 
@@ -361,7 +366,7 @@ impl PyBus {
         clock_id: Option<libc::clockid_t>,
         user_data: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let deadline = timeout::deadline(timeout, clock_id).map_err(|e| self.errno(e))?;
+        let deadline = self.deadline(timeout, clock_id)?;
         let none = py.None().into_bound(py);
         self.read_loop(py, callback, user_data.unwrap_or(&none), Some(deadline))
     }
@@ -415,7 +420,7 @@ impl PyBus {
         timeout: f64,
         clock_id: Option<libc::clockid_t>,
     ) -> PyResult<Py<PyBytes>> {
-        let deadline = timeout::deadline(timeout, clock_id).map_err(|e| self.errno(e))?;
+        let deadline = self.deadline(timeout, clock_id)?;
         self.poll_until(py, Some(deadline))
     }
 
@@ -432,25 +437,22 @@ impl PyBus {
         let stat = || std::fs::metadata(&path).map_err(PyErr::from);
         let uid: u32 = match owner {
             None => stat()?.uid(),
-            Some(name) if name.is_instance_of::<PyString>() => py
-                .import("pwd")?
-                .call_method1("getpwnam", (name,))?
-                .getattr("pw_uid")?
-                .extract()?,
+            Some(name) if name.is_instance_of::<PyString>() => {
+                lookup(py, ("pwd", "getpwnam"), name, "pw_uid")?
+            }
             Some(id) => id.extract()?,
         };
         let gid: u32 = match group {
             None => stat()?.gid(),
-            Some(name) if name.is_instance_of::<PyString>() => py
-                .import("grp")?
-                .call_method1("getgrnam", (name,))?
-                .getattr("gr_gid")?
-                .extract()?,
-            Some(e) if e.is(py.Ellipsis()) => py
-                .import("pwd")?
-                .call_method1("getpwuid", (uid,))?
-                .getattr("pw_gid")?
-                .extract()?,
+            Some(name) if name.is_instance_of::<PyString>() => {
+                lookup(py, ("grp", "getgrnam"), name, "gr_gid")?
+            }
+            Some(e) if e.is(py.Ellipsis()) => lookup(
+                py,
+                ("pwd", "getpwuid"),
+                uid.into_pyobject(py)?.as_any(),
+                "pw_gid",
+            )?,
             Some(id) => id.extract()?,
         };
         py.allow_threads(|| bus_core::chown(&path, Some(uid), Some(gid)))
@@ -493,6 +495,20 @@ impl PyBus {
             None => format!("<bus.Bus (no pathname) {open}>"),
         }
     }
+}
+
+/// `module.function(key).field`: a user or group database entry's id, as
+/// python-bus looks them up (`KeyError` if there is none).
+fn lookup(
+    py: Python<'_>,
+    (module, function): (&str, &str),
+    key: &Bound<'_, PyAny>,
+    field: &str,
+) -> PyResult<u32> {
+    py.import(module)?
+        .call_method1(function, (key,))?
+        .getattr(field)?
+        .extract()
 }
 
 /// Each class (user, group, others) with any bit set gets all three.
