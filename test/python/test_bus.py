@@ -134,6 +134,21 @@ def test_constants_are_python_bus_values():
     assert Bus("x").RDONLY == 1
 
 
+def test_subclasses_as_with_python_bus(path):
+    class Named(Bus):
+        def __init__(self, name, directory):
+            super().__init__(os.path.join(directory, name))
+            self.name = name
+
+    b = Named(os.path.basename(path), os.path.dirname(path))
+    assert (b.pathname, b.name) == (path, "bus")
+    b.open()
+    b.write("0 from a subclass")
+    b.close()
+    assert isinstance(b, Bus) and Bus(path).pathname == path
+    assert Bus(pathname=path).pathname == path
+
+
 def test_create_with_a_pathname(tmp_path, cli):
     p = str(tmp_path / "made")
     b = Bus(p)

@@ -15,7 +15,7 @@ use bus_core::{
 };
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use crate::errors::{bus_error, os_error};
 use crate::timeout;
@@ -259,11 +259,14 @@ impl PyBus {
     #[classattr]
     const NOWAIT: i32 = NOWAIT;
 
+    /// Any arguments: `bus.Bus.__init__` (Python) takes the pathname, so
+    /// that subclasses may have constructors of their own, as with
+    /// python-bus's pure Python class.
     #[new]
-    #[pyo3(signature = (pathname = None))]
-    fn new(pathname: Option<PathBuf>) -> PyBus {
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyBus {
         PyBus {
-            pathname: Mutex::new(pathname),
+            pathname: Mutex::new(None),
             bus: Mutex::new(None),
             poll: Mutex::new(None),
         }

@@ -12,9 +12,20 @@ from __future__ import annotations
 import asyncio
 import os
 
-from ._bus import MAX_MESSAGE_LEN, Bus, Subscription, __version__
+from . import _bus
+from ._bus import MAX_MESSAGE_LEN, Subscription, __version__
 
 __all__ = ["Bus", "Listener", "listen", "MAX_MESSAGE_LEN", "__version__"]
+
+
+class Bus(_bus.Bus):
+    # The methods are the native class's; the constructor is here so that
+    # subclasses can call it, as python-bus's class allows.
+    __doc__ = _bus.Bus.__doc__
+    __slots__ = ()
+
+    def __init__(self, pathname: str | os.PathLike[str] | None = None) -> None:
+        self.pathname = pathname
 
 
 class Listener:
