@@ -129,8 +129,12 @@ pub(crate) fn semop(
             Ok(()) => break,
             Err(Errno::EINTR) => continue,
             // semtimedop's timeout: loop to re-check the clock (the kernel
-            // may round a little short of the deadline).
-            Err(Errno::EAGAIN) if deadline.is_some() => continue,
+            // may round a little short of the deadline), unless the clock
+            // does not move while we sleep (see Clock::ticks_while_asleep).
+            Err(Errno::EAGAIN) if deadline.is_some_and(|d| d.clock().ticks_while_asleep()) => {
+                continue
+            }
+            Err(Errno::EAGAIN) if deadline.is_some() => return Err(Error::TimedOut),
             Err(e) => return Err(semop_error(e, path)),
         }
     }

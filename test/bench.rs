@@ -31,7 +31,7 @@ fn spin_of(args: &[String]) -> Duration {
 }
 
 fn now_ns() -> u64 {
-    Clock::Monotonic.now().as_nanos() as u64
+    Clock::MONOTONIC.now().as_nanos() as u64
 }
 
 /// The helper program (test/peer.rs) that plays the listeners and the

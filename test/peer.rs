@@ -111,7 +111,7 @@ fn listen_lines(path: &str, poll: bool, leave_after: Option<u64>) -> Outcome {
 }
 
 fn now_ns() -> u64 {
-    Clock::Monotonic.now().as_nanos() as u64
+    Clock::MONOTONIC.now().as_nanos() as u64
 }
 
 fn latency(path: &str, poll: bool, spin_us: &str) -> Outcome {

@@ -60,7 +60,7 @@ impl Drop for TempBus {
 }
 
 fn now_ns() -> u64 {
-    Clock::Monotonic.now().as_nanos() as u64
+    Clock::MONOTONIC.now().as_nanos() as u64
 }
 
 /// A 64-byte message starting with its send time.

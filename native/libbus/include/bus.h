@@ -154,8 +154,8 @@ int bus_write(const bus_t *bus, const char *message, int flags);
 
 /*
  * Like bus_write, but fails with EAGAIN if the broadcast has not completed
- * by `timeout`, an absolute time on clock `clockid` (CLOCK_MONOTONIC or
- * CLOCK_REALTIME; any other clock is EINVAL). A NULL `timeout` waits as
+ * by `timeout`, an absolute time on clock `clockid` (any clock
+ * clock_gettime reads; one it cannot read is EINVAL). A NULL `timeout` waits as
  * long as needed. When the time runs out after the message was published,
  * some listeners may have received it.
  */
@@ -188,7 +188,7 @@ int bus_read(const bus_t *BUS_RESTRICT_ bus,
 
 /*
  * Like bus_read, but fails with EAGAIN once `timeout` has passed, an
- * absolute time on clock `clockid` (CLOCK_MONOTONIC or CLOCK_REALTIME).
+ * absolute time on clock `clockid` (any clock clock_gettime reads).
  * The deadline covers joining the bus and each wait for a message; it may
  * pass after the callback was called any number of times. A NULL
  * `timeout` is bus_read.
@@ -235,7 +235,7 @@ const char *bus_poll(bus_t *bus, int flags);
 /*
  * Like bus_poll without BUS_NOWAIT, but fails with EAGAIN if no message
  * came by `timeout`, an absolute time on clock `clockid`
- * (CLOCK_MONOTONIC or CLOCK_REALTIME). A NULL `timeout` waits as long as
+ * (any clock clock_gettime reads). A NULL `timeout` waits as long as
  * needed.
  */
 BUS_MUST_CHECK_

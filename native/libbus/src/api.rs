@@ -46,19 +46,15 @@ impl Wait {
     }
 }
 
-/// The deadline `sec`.`nsec` on clock `clockid`: `CLOCK_MONOTONIC` or
-/// `CLOCK_REALTIME` (`EINVAL` for any other clock or a malformed time).
-/// A negative time is in the past.
+/// The deadline `sec`.`nsec` on clock `clockid`: any clock
+/// `clock_gettime` reads (`EINVAL` for one it refuses, or a malformed
+/// time). A negative time is in the past.
 pub(crate) fn deadline(
     sec: libc::time_t,
     nsec: libc::c_long,
     clockid: clockid_t,
 ) -> CResult<Deadline> {
-    let clock = match clockid {
-        libc::CLOCK_MONOTONIC => Clock::Monotonic,
-        libc::CLOCK_REALTIME => Clock::Realtime,
-        _ => return Err(libc::EINVAL),
-    };
+    let clock = Clock::new(clockid).map_err(errno)?;
     let nsec = u32::try_from(nsec)
         .ok()
         .filter(|&n| n < 1_000_000_000)
