@@ -1,7 +1,7 @@
 //! Broadcast benchmark (not a test). One command:
 //!
 //! ```text
-//! cargo run --release --example bench [-- --spin MICROS] [--quick]
+//! cargo run --release --example bench [-- --spin MICROS] [--quick] [--peers]
 //! ```
 //!
 //! For L = 0, 1, 2, 4, 8, 16 listener processes (read loop and poller) and
@@ -10,6 +10,9 @@
 //! ratio of a blocking pipe round trip between two processes, measured in
 //! the same run. `--spin MICROS` lets writer and listeners spin that long
 //! before blocking; the CPU time used per broadcast is printed either way.
+//! `--peers` adds the floor (the cost of one listener and of each extra
+//! one, with and without spinning) and the comparison with D-Bus and a
+//! Unix-socket fan-out (test/bench_peers.rs).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -17,6 +20,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bus::{Access, Bus, Clock, Message};
+
+#[path = "bench_peers.rs"]
+mod peers;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -172,6 +178,7 @@ fn run(
 fn bench(args: &[String]) {
     let spin = spin_of(args);
     let quick = args.iter().any(|a| a == "--quick");
+    let with_peers = args.iter().any(|a| a == "--peers");
     let dir = std::env::temp_dir().join(format!("bus-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = bus::create(Some(&dir.join("bus")), true).unwrap();
@@ -232,6 +239,16 @@ fn bench(args: &[String]) {
                     );
                 }
             }
+        }
+        if with_peers {
+            // Spinning for the floor: the budget asked for, else 50 us.
+            let budget = if spin.is_zero() {
+                Duration::from_micros(50)
+            } else {
+                spin
+            };
+            peers::floor(&path, rt, quick, budget);
+            peers::peers(&path, &dir, quick, spin);
         }
     });
     cleanup();
