@@ -188,6 +188,7 @@ fn bench(args: &[String]) {
     };
     let result = std::panic::catch_unwind(|| {
         let rt = pipe_round_trip(if quick { 5_000 } else { 50_000 });
+        println!("machine at start: {}", machine());
         println!(
             "baseline: blocking pipe round trip between two processes: {:.2} us",
             us(rt)
@@ -250,11 +251,30 @@ fn bench(args: &[String]) {
             peers::floor(&path, rt, quick, budget);
             peers::peers(&path, &dir, quick, spin);
         }
+        println!();
+        println!("machine at end: {}", machine());
     });
     cleanup();
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// How busy the machine is: its cores, the load average over the last
+/// minute and the tasks runnable now (this one included), from
+/// /proc/loadavg (other engineers' builds show up here).
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let fields: Vec<&str> = load.split_whitespace().collect();
+    let runnable = fields
+        .get(3)
+        .and_then(|f| f.split('/').next())
+        .unwrap_or("?");
+    format!(
+        "{cores} cores, load average {} (1 min), {runnable} tasks runnable now",
+        fields.first().unwrap_or(&"?")
+    )
 }
 
 fn us(d: Duration) -> f64 {

@@ -272,53 +272,85 @@ fn on_sockets(dir: &Path, listeners: usize, paced: u32, count: u32) -> Figures {
     measure(&mut SocketSender(clients), receivers, paced, count)
 }
 
+/// Processes that keep every core busy (`peer burn`) while they live.
+struct Burners(Vec<Child>);
+
+impl Burners {
+    fn start() -> Burners {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Burners(
+            (0..cores)
+                .map(|_| {
+                    Command::new(peer())
+                        .arg("burn")
+                        .spawn()
+                        .expect("start a burner")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// The floor: L = 1, 2, 4, 8 read loops, without spinning and spinning
-/// up to `spin`, as fractions of the pipe round trip `rt`; the cost of an
-/// extra listener is the least-squares slope over L.
+/// up to `spin`, as the machine is and with every core kept busy by
+/// another process, as fractions of the pipe round trip `rt`. The cost of
+/// an extra listener is the least-squares slope over L; the CPU time is
+/// that of the writer and the listeners (not the burners').
 pub fn floor(path: &Path, rt: Duration, quick: bool, spin: Duration) {
     println!();
     println!("floor: one broadcast's cost as a fraction of the pipe round trip");
-    let ls = [1usize, 2, 4, 8];
-    for budget in [Duration::ZERO, spin] {
-        let rows: Vec<_> = ls
-            .iter()
-            .map(|&l| {
-                run(
-                    path,
-                    l,
-                    "read",
-                    SIZE,
-                    if quick { 2_000 } else { 10_000 },
-                    budget,
-                )
-            })
-            .collect();
-        let ratio = |d: Duration| d.as_secs_f64() / rt.as_secs_f64();
-        let points: Vec<(f64, f64)> = rows
-            .iter()
-            .map(|r| (r.listeners as f64, ratio(r.cost)))
-            .collect();
-        let n = points.len() as f64;
-        let (mx, my) = (
-            points.iter().map(|p| p.0).sum::<f64>() / n,
-            points.iter().map(|p| p.1).sum::<f64>() / n,
-        );
-        let slope = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>()
-            / points.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>();
-        println!(
-            "  spin {:>4} us: L=1 {:.3} rt ({:.2} us, cpu {:.2} us/msg), each extra listener {:.3} rt; cost/rt at L=1,2,4,8: {}",
-            budget.as_micros(),
-            ratio(rows[0].cost),
-            us(rows[0].cost),
-            us(rows[0].cpu),
-            slope,
-            points
-                .iter()
-                .map(|p| format!("{:.3}", p.1))
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
+    for busy in [false, true] {
+        let burners = busy.then(Burners::start);
+        for budget in [Duration::ZERO, spin] {
+            floor_row(path, rt, quick, budget, busy);
+        }
+        drop(burners);
     }
+}
+
+fn floor_row(path: &Path, rt: Duration, quick: bool, spin: Duration, busy: bool) {
+    let count = if quick { 2_000 } else { 10_000 };
+    let rows: Vec<_> = [1usize, 2, 4, 8]
+        .iter()
+        .map(|&l| run(path, l, "read", SIZE, count, spin))
+        .collect();
+    let ratio = |d: Duration| d.as_secs_f64() / rt.as_secs_f64();
+    let points: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|r| (r.listeners as f64, ratio(r.cost)))
+        .collect();
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let slope = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>()
+        / points.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>();
+    println!(
+        "  {:<9} spin {:>3} us: L=1 {:.3} rt (p50 {:.1} us, cpu {:.1} us/msg), each extra listener {:.3} rt; at L=1,2,4,8: {} rt, cpu {} us/msg",
+        if busy { "cores busy" } else { "as is" },
+        spin.as_micros(),
+        ratio(rows[0].cost),
+        us(rows[0].p50),
+        us(rows[0].cpu),
+        slope,
+        points
+            .iter()
+            .map(|p| format!("{:.2}", p.1))
+            .collect::<Vec<_>>()
+            .join(" "),
+        rows.iter()
+            .map(|r| format!("{:.1}", us(r.cpu)))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
 }
 
 /// The comparison with D-Bus and a Unix-socket fan-out.

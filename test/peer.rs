@@ -20,6 +20,8 @@
 //!                                 round whole (the hot-upgrade test)
 //! peer pipe-echo                  echo each byte of stdin (the benchmark's
 //!                                 pipe round trip)
+//! peer burn                       keep one core busy until killed (the
+//!                                 benchmark's busy machine)
 //! peer bus-recv PATH PACED COUNT SPIN_US
 //! peer dbus-recv ADDRESS PACED COUNT
 //! peer socket-recv PATH SIZE PACED COUNT
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         "broadcast" => broadcast(arg(1), arg(2)),
         "feed" if args.len() >= 3 => feed(&args[1..args.len() - 1], arg(args.len() - 1)),
         "pipe-echo" => pipe_echo(),
+        "burn" => burn(),
         "bus-recv" => Sink::new(arg(2), arg(3)).and_then(|sink| bus_recv(arg(1), arg(4), sink)),
         "dbus-recv" => Sink::new(arg(2), arg(3)).and_then(|sink| dbus_recv(arg(1), sink)),
         "socket-recv" => {
@@ -232,6 +235,13 @@ fn pipe_echo() -> Outcome {
         }
     }
     Ok(())
+}
+
+fn burn() -> Outcome {
+    let mut x = 1u64;
+    loop {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
 }
 
 /// What a receiver of the comparison with the peers does with each message
