@@ -3,7 +3,8 @@
 //! `semop` changed nothing, so a signal never loses protocol state).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Object, Op, Result};
@@ -36,6 +37,9 @@ pub(crate) struct Limits<'a> {
 /// wait and halves when it did not, so it fades away when the other side is
 /// slow or when there are more spinners than cores; at zero, one blocking
 /// wait in [`Spinner::PROBE_EVERY`] probes again with a small budget.
+/// It does not spin at all while no core is free ([`core_free`]): the
+/// success rate alone keeps spinning when every core is busy, because a
+/// spinner and its peer, both runnable, get cores from other work.
 #[derive(Debug, Default)]
 pub(crate) struct Spinner {
     max_ns: AtomicU64,
@@ -60,7 +64,7 @@ impl Spinner {
     /// The budget for the next wait (zero: block at once).
     fn budget(&self) -> u64 {
         let max = self.max_ns.load(Ordering::Relaxed);
-        if max == 0 {
+        if max == 0 || !core_free() {
             return 0;
         }
         let budget = self.budget_ns.load(Ordering::Relaxed);
@@ -86,6 +90,54 @@ impl Spinner {
         };
         self.budget_ns.store(next, Ordering::Relaxed);
     }
+}
+
+/// How often [`core_free`] looks at the machine again.
+const CORE_CHECK_EVERY: Duration = Duration::from_millis(10);
+
+/// Whether a core is free for spinning: fewer tasks are runnable on the
+/// machine now, besides the caller, than there are cores (the fourth field
+/// of /proc/loadavg, a snapshot). Read at most once per
+/// [`CORE_CHECK_EVERY`] in the process (a few microseconds); without
+/// /proc, true.
+fn core_free() -> bool {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    static CORES: OnceLock<u64> = OnceLock::new();
+    static NEXT_CHECK_NS: AtomicU64 = AtomicU64::new(0);
+    static FREE: AtomicBool = AtomicBool::new(true);
+    let now = EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64;
+    let next = NEXT_CHECK_NS.load(Ordering::Relaxed);
+    let due = now >= next
+        && NEXT_CHECK_NS
+            .compare_exchange(
+                next,
+                now + CORE_CHECK_EVERY.as_nanos() as u64,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+    if due {
+        let cores = *CORES
+            .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
+        let free = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|text| runnable(&text))
+            .map_or(true, |running| running.saturating_sub(1) < cores);
+        FREE.store(free, Ordering::Relaxed);
+    }
+    FREE.load(Ordering::Relaxed)
+}
+
+/// The tasks runnable now, from the text of /proc/loadavg
+/// (`"0.50 0.40 0.30 2/345 12345"`: 2).
+fn runnable(loadavg: &str) -> Option<u64> {
+    loadavg
+        .split_whitespace()
+        .nth(3)?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Makes the atomic semaphore operation `ops`, blocking as `mode` and
@@ -158,5 +210,17 @@ fn spin(sem: SemId, ops: &[SemOp], budget: Duration) -> bool {
             return false;
         }
         std::hint::spin_loop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runnable_tasks_are_the_fourth_fields_numerator() {
+        assert_eq!(runnable("0.50 0.40 0.30 2/345 12345\n"), Some(2));
+        assert_eq!(runnable("0.50 0.40 0.30"), None);
+        assert_eq!(runnable(""), None);
     }
 }
