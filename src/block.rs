@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Object, Op, Result};
+use crate::protocol::Semaphores;
 use crate::stop::StopToken;
 use crate::sys::{Block, Errno, SemId, SemOp};
 use crate::time::Deadline;
@@ -37,19 +38,26 @@ pub(crate) struct Limits<'a> {
 /// wait and halves when it did not, so it fades away when the other side is
 /// slow or when there are more spinners than cores; at zero, one blocking
 /// wait in [`Spinner::PROBE_EVERY`] probes again with a small budget.
-/// It does not spin at all while no core is free ([`core_free`]): the
-/// success rate alone keeps spinning when every core is busy, because a
-/// spinner and its peer, both runnable, get cores from other work.
+/// It does not spin at all while no core is free ([`core_free`]), nor
+/// while the bus has more processes (listeners and a writer) than the
+/// machine has cores: the success rate alone keeps spinning then, because
+/// a spinner and its peer, both runnable, take cores from other work.
 #[derive(Debug, Default)]
 pub(crate) struct Spinner {
     max_ns: AtomicU64,
     budget_ns: AtomicU64,
     since_probe: AtomicU64,
+    /// The bus's listeners (at most S + W) plus one writer, as last read;
+    /// 0 until then.
+    processes: AtomicU64,
+    since_count: AtomicU64,
 }
 
 impl Spinner {
     const PROBE_EVERY: u64 = 64;
     const FLOOR_NS: u64 = 500;
+    /// The bus's processes are counted again once in this many waits.
+    const COUNT_EVERY: u64 = 64;
 
     pub fn set_max(&self, max: Duration) {
         let ns = max.as_nanos().min(u128::from(u64::MAX)) as u64;
@@ -61,10 +69,22 @@ impl Spinner {
         Duration::from_nanos(self.max_ns.load(Ordering::Relaxed))
     }
 
-    /// The budget for the next wait (zero: block at once).
-    fn budget(&self) -> u64 {
+    /// The budget for the next wait on `sem` (zero: block at once).
+    fn budget(&self, sem: SemId) -> u64 {
         let max = self.max_ns.load(Ordering::Relaxed);
-        if max == 0 || !core_free() {
+        if max == 0 {
+            return 0;
+        }
+        if self.since_count.fetch_add(1, Ordering::Relaxed) % Self::COUNT_EVERY == 0 {
+            if let Ok(values) = sem.get_all() {
+                // Each listener is counted in S (armed), W (acknowledged)
+                // or both (copying): S + W is at least their number.
+                let now = Semaphores::from(values);
+                let listeners = u64::from(now.s) + u64::from(now.w);
+                self.processes.store(listeners + 1, Ordering::Relaxed);
+            }
+        }
+        if self.processes.load(Ordering::Relaxed) > cores() || !core_free() {
             return 0;
         }
         let budget = self.budget_ns.load(Ordering::Relaxed);
@@ -102,7 +122,6 @@ const CORE_CHECK_EVERY: Duration = Duration::from_millis(10);
 /// /proc, true.
 fn core_free() -> bool {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    static CORES: OnceLock<u64> = OnceLock::new();
     static NEXT_CHECK_NS: AtomicU64 = AtomicU64::new(0);
     static FREE: AtomicBool = AtomicBool::new(true);
     let now = EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64;
@@ -117,8 +136,7 @@ fn core_free() -> bool {
             )
             .is_ok();
     if due {
-        let cores = *CORES
-            .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
+        let cores = cores();
         let free = std::fs::read_to_string("/proc/loadavg")
             .ok()
             .and_then(|text| runnable(&text))
@@ -126,6 +144,12 @@ fn core_free() -> bool {
         FREE.store(free, Ordering::Relaxed);
     }
     FREE.load(Ordering::Relaxed)
+}
+
+/// The machine's cores (as this process may use them), found once.
+fn cores() -> u64 {
+    static CORES: OnceLock<u64> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64))
 }
 
 /// The tasks runnable now, from the text of /proc/loadavg
@@ -159,7 +183,7 @@ pub(crate) fn semop(
         return sem.op(ops, Block::Never).map_err(|e| semop_error(e, path));
     }
     if let Some(spinner) = limits.spin {
-        let budget = spinner.budget();
+        let budget = spinner.budget(sem);
         if budget > 0 {
             let success = spin(sem, ops, Duration::from_nanos(budget));
             spinner.record(budget, success);
