@@ -2,7 +2,7 @@
 //!
 //! - the floor: the cost of a broadcast to one listener, and of each extra
 //!   listener, as fractions of the pipe round trip, with and without
-//!   spinning;
+//!   spinning, on the machine as it is and with every core kept busy;
 //! - the peers: for L = 1, 4, 16 receiver processes and 64-byte messages,
 //!   this bus against D-Bus signals (a private `dbus-daemon` started here,
 //!   libdbus through the `dbus` crate on both sides) and a Unix-socket
