@@ -3,10 +3,12 @@
 //! `semop` changed nothing, so a signal never loses protocol state).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Object, Op, Result};
+use crate::protocol::Semaphores;
 use crate::stop::StopToken;
 use crate::sys::{Block, Errno, SemId, SemOp};
 use crate::time::Deadline;
@@ -36,16 +38,26 @@ pub(crate) struct Limits<'a> {
 /// wait and halves when it did not, so it fades away when the other side is
 /// slow or when there are more spinners than cores; at zero, one blocking
 /// wait in [`Spinner::PROBE_EVERY`] probes again with a small budget.
+/// It does not spin at all while no core is free ([`core_free`]), nor
+/// while the bus has more processes (listeners and a writer) than the
+/// machine has cores: the success rate alone keeps spinning then, because
+/// a spinner and its peer, both runnable, take cores from other work.
 #[derive(Debug, Default)]
 pub(crate) struct Spinner {
     max_ns: AtomicU64,
     budget_ns: AtomicU64,
     since_probe: AtomicU64,
+    /// The bus's listeners (at most S + W) plus one writer, as last read;
+    /// 0 until then.
+    processes: AtomicU64,
+    since_count: AtomicU64,
 }
 
 impl Spinner {
     const PROBE_EVERY: u64 = 64;
     const FLOOR_NS: u64 = 500;
+    /// The bus's processes are counted again once in this many waits.
+    const COUNT_EVERY: u64 = 64;
 
     pub fn set_max(&self, max: Duration) {
         let ns = max.as_nanos().min(u128::from(u64::MAX)) as u64;
@@ -57,10 +69,22 @@ impl Spinner {
         Duration::from_nanos(self.max_ns.load(Ordering::Relaxed))
     }
 
-    /// The budget for the next wait (zero: block at once).
-    fn budget(&self) -> u64 {
+    /// The budget for the next wait on `sem` (zero: block at once).
+    fn budget(&self, sem: SemId) -> u64 {
         let max = self.max_ns.load(Ordering::Relaxed);
         if max == 0 {
+            return 0;
+        }
+        if self.since_count.fetch_add(1, Ordering::Relaxed) % Self::COUNT_EVERY == 0 {
+            if let Ok(values) = sem.get_all() {
+                // Each listener is counted in S (armed), W (acknowledged)
+                // or both (copying): S + W is at least their number.
+                let now = Semaphores::from(values);
+                let listeners = u64::from(now.s) + u64::from(now.w);
+                self.processes.store(listeners + 1, Ordering::Relaxed);
+            }
+        }
+        if self.processes.load(Ordering::Relaxed) > cores() || !core_free() {
             return 0;
         }
         let budget = self.budget_ns.load(Ordering::Relaxed);
@@ -88,6 +112,58 @@ impl Spinner {
     }
 }
 
+/// How often [`core_free`] looks at the machine again.
+const CORE_CHECK_EVERY: Duration = Duration::from_millis(10);
+
+/// Whether a core is free for spinning: fewer tasks are runnable on the
+/// machine now, besides the caller, than there are cores (the fourth field
+/// of /proc/loadavg, a snapshot). Read at most once per
+/// [`CORE_CHECK_EVERY`] in the process (a few microseconds); without
+/// /proc, true.
+fn core_free() -> bool {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    static NEXT_CHECK_NS: AtomicU64 = AtomicU64::new(0);
+    static FREE: AtomicBool = AtomicBool::new(true);
+    let now = EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64;
+    let next = NEXT_CHECK_NS.load(Ordering::Relaxed);
+    let due = now >= next
+        && NEXT_CHECK_NS
+            .compare_exchange(
+                next,
+                now + CORE_CHECK_EVERY.as_nanos() as u64,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+    if due {
+        let cores = cores();
+        let free = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|text| runnable(&text))
+            .map_or(true, |running| running.saturating_sub(1) < cores);
+        FREE.store(free, Ordering::Relaxed);
+    }
+    FREE.load(Ordering::Relaxed)
+}
+
+/// The machine's cores (as this process may use them), found once.
+fn cores() -> u64 {
+    static CORES: OnceLock<u64> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64))
+}
+
+/// The tasks runnable now, from the text of /proc/loadavg
+/// (`"0.50 0.40 0.30 2/345 12345"`: 2).
+fn runnable(loadavg: &str) -> Option<u64> {
+    loadavg
+        .split_whitespace()
+        .nth(3)?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Makes the atomic semaphore operation `ops`, blocking as `mode` and
 /// `limits` allow. `EINTR` is retried (with the remaining time) unless a
 /// stop was requested: a signal never loses protocol state, because a
@@ -107,7 +183,7 @@ pub(crate) fn semop(
         return sem.op(ops, Block::Never).map_err(|e| semop_error(e, path));
     }
     if let Some(spinner) = limits.spin {
-        let budget = spinner.budget();
+        let budget = spinner.budget(sem);
         if budget > 0 {
             let success = spin(sem, ops, Duration::from_nanos(budget));
             spinner.record(budget, success);
@@ -162,5 +238,17 @@ fn spin(sem: SemId, ops: &[SemOp], budget: Duration) -> bool {
             return false;
         }
         std::hint::spin_loop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runnable_tasks_are_the_fourth_fields_numerator() {
+        assert_eq!(runnable("0.50 0.40 0.30 2/345 12345\n"), Some(2));
+        assert_eq!(runnable("0.50 0.40 0.30"), None);
+        assert_eq!(runnable(""), None);
     }
 }

@@ -94,9 +94,11 @@ impl Bus {
     /// Before blocking on a semaphore, retry without blocking for up to
     /// `max` (default: zero, never spin). Spinning trades CPU for latency
     /// when the other side answers within microseconds; the budget adapts:
-    /// it shrinks to nothing when spinning does not pay (an idle bus, more
-    /// busy processes than cores). It changes nothing another process can
-    /// observe.
+    /// it shrinks to nothing when spinning does not pay (an idle bus), and
+    /// there is no spinning while no core is free (as many tasks runnable
+    /// as cores, besides this one) or while the bus has more processes
+    /// (listeners and a writer) than the machine has cores. It changes
+    /// nothing another process can observe.
     pub fn set_spin(&mut self, max: Duration) {
         self.spin.set_max(max);
     }

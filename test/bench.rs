@@ -1,7 +1,7 @@
 //! Broadcast benchmark (not a test). One command:
 //!
 //! ```text
-//! cargo run --release --example bench [-- --spin MICROS] [--quick]
+//! cargo run --release --example bench [-- --spin MICROS] [--quick] [--peers]
 //! ```
 //!
 //! For L = 0, 1, 2, 4, 8, 16 listener processes (read loop and poller) and
@@ -10,6 +10,9 @@
 //! ratio of a blocking pipe round trip between two processes, measured in
 //! the same run. `--spin MICROS` lets writer and listeners spin that long
 //! before blocking; the CPU time used per broadcast is printed either way.
+//! `--peers` adds the floor (the cost of one listener and of each extra
+//! one, with and without spinning) and the comparison with D-Bus and a
+//! Unix-socket fan-out (test/bench_peers.rs).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -17,6 +20,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bus::{Access, Bus, Clock, Message};
+
+#[path = "bench_peers.rs"]
+mod peers;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -172,6 +178,7 @@ fn run(
 fn bench(args: &[String]) {
     let spin = spin_of(args);
     let quick = args.iter().any(|a| a == "--quick");
+    let with_peers = args.iter().any(|a| a == "--peers");
     let dir = std::env::temp_dir().join(format!("bus-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = bus::create(Some(&dir.join("bus")), true).unwrap();
@@ -181,6 +188,7 @@ fn bench(args: &[String]) {
     };
     let result = std::panic::catch_unwind(|| {
         let rt = pipe_round_trip(if quick { 5_000 } else { 50_000 });
+        println!("machine at start: {}", machine());
         println!(
             "baseline: blocking pipe round trip between two processes: {:.2} us",
             us(rt)
@@ -233,11 +241,40 @@ fn bench(args: &[String]) {
                 }
             }
         }
+        if with_peers {
+            // Spinning for the floor: the budget asked for, else 50 us.
+            let budget = if spin.is_zero() {
+                Duration::from_micros(50)
+            } else {
+                spin
+            };
+            peers::floor(&path, rt, quick, budget);
+            peers::peers(&path, &dir, quick, spin);
+        }
+        println!();
+        println!("machine at end: {}", machine());
     });
     cleanup();
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// How busy the machine is: its cores, the load average over the last
+/// minute and the tasks runnable now (this one included), from
+/// /proc/loadavg (other engineers' builds show up here).
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let fields: Vec<&str> = load.split_whitespace().collect();
+    let runnable = fields
+        .get(3)
+        .and_then(|f| f.split('/').next())
+        .unwrap_or("?");
+    format!(
+        "{cores} cores, load average {} (1 min), {runnable} tasks runnable now",
+        fields.first().unwrap_or(&"?")
+    )
 }
 
 fn us(d: Duration) -> f64 {

@@ -20,6 +20,22 @@
 //!                                 round whole (the hot-upgrade test)
 //! peer pipe-echo                  echo each byte of stdin (the benchmark's
 //!                                 pipe round trip)
+//! peer burn                       keep one core busy until killed (the
+//!                                 benchmark's busy machine)
+//! peer bus-recv PATH PACED COUNT SPIN_US
+//! peer dbus-recv ADDRESS PACED COUNT
+//! peer socket-recv PATH SIZE PACED COUNT
+//!                                 one receiver of the benchmark's comparison
+//!                                 with its peers (test/bench_peers.rs): on
+//!                                 a bus, as a D-Bus signal receiver on the
+//!                                 bus daemon at ADDRESS, or as a client of a
+//!                                 Unix-socket fan-out at PATH (SIZE-byte
+//!                                 messages); "ready" once no later message
+//!                                 can be missed, then "." after each of the
+//!                                 first PACED messages, then after COUNT
+//!                                 more, one line: the time the last one
+//!                                 arrived (ns, monotonic clock) and the
+//!                                 latencies (ns) of the PACED ones
 //! ```
 //! "ready" means counted on the bus: no later broadcast is missed.
 
@@ -43,6 +59,12 @@ fn main() -> ExitCode {
         "broadcast" => broadcast(arg(1), arg(2)),
         "feed" if args.len() >= 3 => feed(&args[1..args.len() - 1], arg(args.len() - 1)),
         "pipe-echo" => pipe_echo(),
+        "burn" => burn(),
+        "bus-recv" => Sink::new(arg(2), arg(3)).and_then(|sink| bus_recv(arg(1), arg(4), sink)),
+        "dbus-recv" => Sink::new(arg(2), arg(3)).and_then(|sink| dbus_recv(arg(1), sink)),
+        "socket-recv" => {
+            Sink::new(arg(3), arg(4)).and_then(|sink| socket_recv(arg(1), arg(2), sink))
+        }
         _ => Err(format!("unknown role {role:?} (see test/peer.rs)").into()),
     };
     match result {
@@ -221,4 +243,128 @@ fn pipe_echo() -> Outcome {
         }
     }
     Ok(())
+}
+
+fn burn() -> Outcome {
+    let mut x = 1u64;
+    loop {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
+/// What a receiver of the comparison with the peers does with each message
+/// (each starts with its send time on the monotonic clock, in ns).
+struct Sink {
+    paced: u64,
+    total: u64,
+    seen: u64,
+    latencies: Vec<u64>,
+    last_ns: u64,
+}
+
+impl Sink {
+    fn new(paced: &str, count: &str) -> Result<Sink, Box<dyn std::error::Error>> {
+        let paced: u64 = paced.parse()?;
+        Ok(Sink {
+            paced,
+            total: paced + count.parse::<u64>()?,
+            seen: 0,
+            latencies: Vec::with_capacity(paced as usize),
+            last_ns: 0,
+        })
+    }
+
+    /// Takes one message; returns whether more are expected.
+    fn take(&mut self, message: &[u8]) -> bool {
+        let now = now_ns();
+        self.seen += 1;
+        if self.seen <= self.paced {
+            self.latencies.push(now.saturating_sub(sent_ns(message)));
+            // The sender waits for this before the next message.
+            let mut out = std::io::stdout().lock();
+            out.write_all(b".")
+                .and_then(|()| out.flush())
+                .expect("stdout");
+        }
+        self.last_ns = now;
+        self.seen < self.total
+    }
+
+    fn report(mut self) -> Outcome {
+        self.latencies.sort_unstable();
+        let mut line = self.last_ns.to_string();
+        for l in &self.latencies {
+            line.push(' ');
+            line.push_str(&l.to_string());
+        }
+        println!("{line}");
+        Ok(())
+    }
+}
+
+fn sent_ns(message: &[u8]) -> u64 {
+    let end = message
+        .iter()
+        .position(|&b| b == b' ')
+        .unwrap_or(message.len());
+    std::str::from_utf8(&message[..end])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .expect("a message starting with its send time")
+}
+
+fn bus_recv(path: &str, spin_us: &str, mut sink: Sink) -> Outcome {
+    let mut bus = Bus::open(path, Access::ReadOnly)?;
+    bus.set_spin(Duration::from_micros(spin_us.parse()?));
+    if sink.total > 0 {
+        listen(&bus, false, say_ready, |m| sink.take(m))?;
+    }
+    sink.report()
+}
+
+/// The interface of the benchmark's D-Bus signals.
+const DBUS_INTERFACE: &str = "bus.Bench";
+
+fn dbus_recv(address: &str, mut sink: Sink) -> Outcome {
+    use dbus::channel::Channel;
+    use dbus::message::MessageType;
+    let mut channel = Channel::open_private(address)?;
+    channel.register()?;
+    let add_match = dbus::Message::new_method_call(
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "AddMatch",
+    )?
+    .append1(format!("type='signal',interface='{DBUS_INTERFACE}'"));
+    // Once the daemon answers, the match rule is in force.
+    channel.send_with_reply_and_block(add_match, Duration::from_secs(10))?;
+    say_ready();
+    let mut more = sink.total > 0;
+    while more {
+        let Some(message) = channel.blocking_pop_message(Duration::from_secs(60))? else {
+            continue;
+        };
+        let ours = message.msg_type() == MessageType::Signal
+            && message.interface().is_some_and(|i| &*i == DBUS_INTERFACE);
+        if ours {
+            let text: &str = message.read1()?;
+            more = sink.take(text.as_bytes());
+        }
+    }
+    sink.report()
+}
+
+fn socket_recv(path: &str, size: &str, mut sink: Sink) -> Outcome {
+    let mut stream = std::os::unix::net::UnixStream::connect(path)?;
+    // Connected: the broadcaster writes to every client it accepted, and
+    // accepts them all before its first message.
+    say_ready();
+    let mut message = vec![0u8; size.parse()?];
+    let mut more = sink.total > 0;
+    while more {
+        stream.read_exact(&mut message)?;
+        more = sink.take(&message);
+    }
+    sink.report()
 }
