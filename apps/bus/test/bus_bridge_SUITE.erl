@@ -39,8 +39,12 @@ init_per_testcase(Case, Config) ->
         stuck_listener_costs_only_its_machine -> [{bridge_queue, 100}];
         _ -> []
     end,
-    Machines = [bus_machine:start(N, [{default_bus, generic} | Env]) || N <- ["a", "b", "c"]],
+    %% C bridges from boot (the application env's bridges); A and B by
+    %% calling bus:bridge/1, which on C returns the running bridge.
+    Machines = [bus_machine:start(N, [{default_bus, generic} | Boot ++ Env])
+                || {N, Boot} <- [{"a", []}, {"b", []}, {"c", [{bridges, [generic]}]}]],
     Nodes = [bus_machine:node(M) || M <- Machines],
+    {ok, _} = erpc:call(lists:last(Nodes), bus, bridge_of, [generic]),
     %% Connected to each other (global would do it too, but later).
     [true = erpc:call(N1, net_kernel, connect_node, [N2]) || N1 <- Nodes, N2 <- Nodes, N1 < N2],
     [ok = erpc:call(N, bus, bridge, [generic]) || N <- Nodes],
