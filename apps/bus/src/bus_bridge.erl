@@ -19,7 +19,8 @@
 %% busy connection drops, counted), and what peers send waits in a queue
 %% of at most `bridge_queue' messages (application env, default 10000)
 %% while this node's bus is held; beyond it messages are dropped, counted,
-%% logged, and this node's subscribers of the bus are told `{bus_gap, Name}'.
+%% logged (bus_log: at most once per 10 s, with the count), and this node's
+%% subscribers of the bus are told `{bus_gap, Name}'.
 %% A peer's bus is never held by this one.
 -module(bus_bridge).
 -behaviour(gen_server).
@@ -60,7 +61,9 @@
     bridged_in = 0 :: non_neg_integer(),
     bridged_out = 0 :: non_neg_integer(),
     dropped_in = 0 :: non_neg_integer(),
-    dropped_out = 0 :: non_neg_integer()
+    dropped_out = 0 :: non_neg_integer(),
+    %% What bus_log has logged (and held back).
+    logged = #{} :: bus_log:logged()
 }).
 
 %% API.
@@ -127,9 +130,9 @@ handle_info({bus_listening, Tag}, State = #state{tag = Tag}) ->
     {noreply, write(State#state{listening = true})};
 handle_info({bus_ready, Tag}, State = #state{tag = Tag}) ->
     {noreply, take(State)};
-handle_info({bus_bridged, _From, Message}, State = #state{inbox_len = N, max_inbox = Max})
+handle_info({bus_bridged, _From, _Message}, State = #state{inbox_len = N, max_inbox = Max})
   when N >= Max ->
-    {noreply, dropped_in(1, State, Message)};
+    {noreply, dropped_in(1, State)};
 handle_info({bus_bridged, _From, Message}, State = #state{inbox = In, inbox_len = N}) ->
     {noreply, write(State#state{inbox = queue:in(Message, In), inbox_len = N + 1})};
 handle_info(retry, State) ->
@@ -183,7 +186,7 @@ out(Message, State = #state{peers = Peers, bridged_out = Out, dropped_out = D}) 
     State1 = State#state{bridged_out = Out + 1, dropped_out = D + Failed},
     case Failed of
         0 -> State1;
-        _ -> ?LOG_WARNING(#{what => bridge_send_dropped, count => Failed}), State1
+        _ -> event(bridge_send_dropped, warning, #{}, Failed, State1)
     end.
 
 %% Broadcasts the oldest message from a peer, if listening (an echo must
@@ -213,18 +216,22 @@ write(State0) ->
             State#state{retry = true};
         {error, Reason} ->
             ?LOG_WARNING(#{what => bridge_write_failed, reason => Reason}),
-            dropped_in(1, State#state{inbox = In1, inbox_len = N - 1}, Message)
+            dropped_in(1, State#state{inbox = In1, inbox_len = N - 1})
     end.
 
-%% Drops are logged at the first, and the bus's subscribers told once per
-%% run of drops (before the next message written).
-dropped_in(Count, State = #state{dropped_in = D, path = Path, gap_told = Told}, _Message) ->
-    _ = D =:= 0 andalso ?LOG_WARNING(#{what => bridge_dropped, queue => State#state.max_inbox}),
+%% Drops are logged (rate-limited, with their count), and the bus's
+%% subscribers told once per run of drops (before the next message
+%% written).
+dropped_in(Count, State0 = #state{dropped_in = D, path = Path, gap_told = Told}) ->
+    State = event(bridge_dropped, warning, #{queue => State0#state.max_inbox}, Count, State0),
     _ = Told orelse case bus_tables:server(Path) of
         {ok, Srv} -> Srv ! {bus_bridge_gap, Count};
         error -> ok
     end,
     State#state{dropped_in = D + Count, gap_told = true}.
+
+event(What, Level, Report, Count, State = #state{logged = Logged}) ->
+    State#state{logged = bus_log:event(What, Level, Report, Count, Logged)}.
 
 %% Answers the await/2 callers whose bridges are all peers now.
 answer(State = #state{awaiting = A, peers = Peers}) ->

@@ -76,14 +76,10 @@
     block_held_us = 0 :: non_neg_integer(),
     %% A recheck of congested subscribers is due.
     recheck = false :: boolean(),
-    %% Since 0.7.0: per kind of logged event, when it was last logged
-    %% (monotonic ms) and how many (or, for drops, how many messages)
-    %% since were not.
-    logged = #{} :: #{atom() => {integer(), non_neg_integer()}}
+    %% Since 0.7.0: what bus_log has logged (and held back).
+    logged = #{} :: bus_log:logged()
 }).
 
-%% An event of a kind is logged at most once per bus in this long.
--define(LOG_INTERVAL, 10000).
 %% Congested subscribers' mailboxes are sampled again after this long.
 -define(RECHECK_MS, 10).
 
@@ -416,24 +412,10 @@ tell_gap(State = #state{subscribers = Subs}) ->
     State1 = event(bus_gap, notice, #{subscribers => map_size(Subs)}, 1, State),
     feed([gap], State1#state{gap = false}).
 
-%% Logs a bus event (the bus's pathname and domain [bus] are in the
-%% process metadata), at most one of a kind per ?LOG_INTERVAL: the others
-%% are counted, and the next one logged says how many (count: events, or
-%% for bus_dropped, messages dropped since the last one logged).
+%% Logs a bus event, rate-limited (bus_log; the bus's pathname and domain
+%% [bus] are in the process metadata).
 event(What, Level, Report, Count, State = #state{logged = Logged}) ->
-    Now = erlang:monotonic_time(millisecond),
-    case maps:get(What, Logged, none) of
-        {Last, Pending} when Now - Last < ?LOG_INTERVAL ->
-            State#state{logged = Logged#{What => {Last, Pending + Count}}};
-        Previous ->
-            Pending = case Previous of
-                none -> 0;
-                {_, P} -> P
-            end,
-            logger:log(Level, Report#{what => What, count => Count + Pending},
-                       ?LOCATION),
-            State#state{logged = Logged#{What => {Now, 0}}}
-    end.
+    State#state{logged = bus_log:event(What, Level, Report, Count, Logged)}.
 
 %% What the subscribers with overflow block have room for.
 room(#state{subscribers = Subs}) ->
