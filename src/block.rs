@@ -182,6 +182,11 @@ pub(crate) fn semop(
     if mode == Mode::NoWait {
         return sem.op(ops, Block::Never).map_err(|e| semop_error(e, path));
     }
+    // A stop asked before the call is seen before any attempt, spinning
+    // included (a listener stopped before it re-arms must not re-arm).
+    if limits.stop.is_some_and(StopToken::is_stopped) {
+        return Err(Error::Interrupted);
+    }
     if let Some(spinner) = limits.spin {
         let budget = spinner.budget(sem);
         if budget > 0 {

@@ -269,6 +269,9 @@ pub struct Subscription {
     token: StopToken,
     /// Set before a stop that must keep the standing.
     keep: Arc<AtomicBool>,
+    /// Set to detach after the next message (see
+    /// [`Subscription::detach_after_next_message`]).
+    after_next: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<Exit>>>,
     /// After a detach: the standing and the bus, until taken over (then
     /// simply dropped: the bus is closed, not left) or left.
@@ -318,18 +321,31 @@ impl Subscription {
         });
         let token = StopToken::new();
         let keep = Arc::new(AtomicBool::new(false));
-        let (thread_shared, thread_token, thread_keep) =
-            (shared.clone(), token.clone(), keep.clone());
+        let after_next = Arc::new(AtomicBool::new(false));
+        let (thread_shared, thread_token, thread_keep, thread_after_next) = (
+            shared.clone(),
+            token.clone(),
+            keep.clone(),
+            after_next.clone(),
+        );
         let from = options.from;
         let thread = std::thread::Builder::new()
             .name("bus-subscription".into())
             .stack_size(128 * 1024)
-            .spawn(move || listen(bus, from, &thread_shared, &thread_token, &thread_keep))
+            .spawn(move || {
+                let stops = Stops {
+                    token: &thread_token,
+                    keep: &thread_keep,
+                    after_next: &thread_after_next,
+                };
+                listen(bus, from, &thread_shared, &stops)
+            })
             .map_err(|e| Error::os("spawn the listener thread", e))?;
         Ok(Subscription {
             shared,
             token,
             keep,
+            after_next,
             thread: Mutex::new(Some(thread)),
             detached: Mutex::new(None),
         })
@@ -432,7 +448,12 @@ impl Subscription {
     /// still queued can be drained afterwards. Idempotent.
     pub fn stop(&self) {
         self.halt();
-        self.join();
+        // A detach after the next message that raced with this stop keeps
+        // nothing: leave. (A standing already detached is not touched: it
+        // may have been taken over.)
+        if let Some(Exit::Detached(standing, bus)) = self.join() {
+            let _ = bus.read_handover(Some(standing), &ReadOptions::default(), |_| Flow::Stop);
+        }
     }
 
     /// Stops the listener *without leaving the bus* and returns its
@@ -448,6 +469,37 @@ impl Subscription {
     pub fn detach(&self) -> Option<Standing> {
         self.keep.store(true, Ordering::SeqCst);
         self.halt();
+        match self.join() {
+            Some(Exit::Detached(standing, bus)) => {
+                *self.detached.lock().unwrap_or_else(|e| e.into_inner()) = Some((standing, bus));
+                Some(standing)
+            }
+            _ => None,
+        }
+    }
+
+    /// Lets the listener take the next message (queued as usual), then
+    /// stops it *just before it re-arms*, without leaving the bus, and
+    /// returns that standing: [`Standing::Acked`]. Waits for that message
+    /// (items queued before it can be drained meanwhile), so call it from a
+    /// thread that may wait.
+    ///
+    /// This is the standing another *process* can take over from: an
+    /// acknowledged listener is not counted on the bus (S) but holds the
+    /// writers back (W), so no broadcast can start until it leaves. The
+    /// new process joins meanwhile (joining needs no message in flight,
+    /// and none can be), then this one leaves with
+    /// [`Subscription::leave_detached`] (or [`Subscription::stop`]): the
+    /// new listener gets every message after the one this one got last,
+    /// and none twice. (A [`Subscription::detach`] standing cannot move to
+    /// another process: an `Armed` one is counted on the bus, and leaving
+    /// it after the other joined could let a broadcast reach both.)
+    ///
+    /// `None` if the listener ended otherwise: failed, or stopped (a
+    /// [`Subscription::stop`] meanwhile makes it leave; that stop may
+    /// return first, this call once it has left).
+    pub fn detach_after_next_message(&self) -> Option<Standing> {
+        self.after_next.store(true, Ordering::SeqCst);
         match self.join() {
             Some(Exit::Detached(standing, bus)) => {
                 *self.detached.lock().unwrap_or_else(|e| e.into_inner()) = Some((standing, bus));
@@ -514,14 +566,22 @@ impl Drop for Ending<'_> {
     }
 }
 
+/// How the listener thread is told to stop: its token, whether to keep
+/// its standing, and whether to stop after the next message.
+#[derive(Clone, Copy)]
+struct Stops<'a> {
+    token: &'a StopToken,
+    keep: &'a AtomicBool,
+    after_next: &'a AtomicBool,
+}
+
 /// The listener thread.
-fn listen(
-    bus: Bus,
-    from: Option<Standing>,
-    shared: &Shared,
-    token: &StopToken,
-    keep: &AtomicBool,
-) -> Exit {
+fn listen(bus: Bus, from: Option<Standing>, shared: &Shared, stops: &Stops<'_>) -> Exit {
+    let Stops {
+        token,
+        keep,
+        after_next,
+    } = *stops;
     let _ending = Ending(shared);
     let options = ReadOptions {
         deadline: None,
@@ -541,7 +601,15 @@ fn listen(
                     shared.changed.notify_all();
                     shared.notice(Notice::Listening);
                 }
-                Heard::Message { .. } => shared.after(was_empty.get()),
+                Heard::Message { .. } => {
+                    shared.after(was_empty.get());
+                    if after_next.load(Ordering::SeqCst) {
+                        // Acknowledged, not re-armed: the loop's next step
+                        // sees the token and hands back this standing.
+                        keep.store(true, Ordering::SeqCst);
+                        token.stop();
+                    }
+                }
             }
             Flow::Continue
         },

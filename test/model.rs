@@ -326,6 +326,24 @@ fn ours_is_correct() {
     assert_verifies("ours", &[]);
 }
 
+/// The handover to another process (a hot upgrade of a port program): listener 0 stops after an acknowledgement, holding W; listener 2 joins in its place; 0 leaves. 2's stream continues 0's with nothing lost or repeated, and nobody hangs; 2 writers x 2 messages.
+#[test]
+fn ours_handover_to_another_process_is_correct() {
+    assert_verifies("ours-handover", &["-DHANDOVER"]);
+}
+
+/// The same handover with a writer that may die at any step.
+#[test]
+fn ours_handover_survives_writer_death() {
+    assert_verifies("ours-handover-death", &["-DHANDOVER", "-DWRITER_DIES"]);
+}
+
+/// Why the handover starts from an acknowledgement: from where an in-process detach stops (armed, counted), a writer waits for the stopped listener's acknowledgement while the successor waits for that writer to finish: writers wedged.
+#[test]
+fn handover_from_armed_deadlocks() {
+    assert_deadlocks("handover-armed", &["-DHANDOVER_ARMED"]);
+}
+
 /// As `ours_is_correct` with listeners that leave and join again (2 memberships each), 2 writers x 1 message.
 #[test]
 fn ours_rejoining_is_correct() {

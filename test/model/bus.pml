@@ -57,6 +57,13 @@
  *   -DNO_W_IN_SHIELD  the shield without its W == 0 condition.
  *   -DWRITER_GIVEUP   our writer may abandon its Z(S) once and release N and X (the code never does).
  *   -DWRITER_DIES     a writer may be killed while it holds X, at most MAXDEATHS times in all.
+ *   -DHANDOVER        listener 0 may hand its place to listener NL-1, another process (a new
+ *                     port program): after an acknowledgement it stops before re-arming,
+ *                     holding W; NL-1 joins; then 0 leaves {P(W)}. NL-1's stream continues 0's:
+ *                     no message lost or repeated across the switch, and nobody wedged.
+ *   -DHANDOVER_ARMED  the same handover from where Subscription::detach stops (armed, counted,
+ *                     Q raised): the successor cannot join while a writer waits for 0's
+ *                     acknowledgement, and 0 leaves only after it joined.
  *
  * Writer death: a writer may be killed before any of its steps after
  * {P(X), Z(W)}, or while blocked in the shield or in Z(S). The kernel's undo,
@@ -91,6 +98,10 @@
 #endif
 #ifndef MAXDEATHS
 #define MAXDEATHS 1
+#endif
+
+#ifdef HANDOVER_ARMED
+#define HANDOVER
 #endif
 
 /* the original listener waits with Z(Q) alone */
@@ -149,6 +160,10 @@ byte early[NL];   /* see CHECK_COPY */
 #endif
 
 bool gaveup;      /* -DWRITER_GIVEUP: a writer abandoned its Z(S)      */
+#ifdef HANDOVER
+bool held;        /* listener 0 stopped for the handover, holding W    */
+bool succeeded;   /* listener NL-1 has joined in its place             */
+#endif
 byte deaths = 0;  /* -DWRITER_DIES: writers killed so far              */
 int dead = 0;     /* bit k: message k is dead (its writer died after
                      copying it); ids stay below 31 (NW * MSGS < 31)   */
@@ -490,8 +505,22 @@ proctype Listener(byte me)
 #else
 		sleeps = true;
 #endif
+#ifndef HANDOVER
 		/* join: {Z(N), V(S), V(Q)} */
 		d_step { N == 0 -> S++; Q++; member[me] = true; last[me] = 0 };
+#else
+		if
+		:: me == NL - 1 && j == 1 ->
+			/* the successor's first join, once listener 0 holds W (it may
+			 * never: a valid end): its stream continues 0's */
+end_successor:
+			d_step { held && N == 0 ->
+				S++; Q++; member[me] = true; last[me] = last[0];
+				succeeded = true }
+		:: !(me == NL - 1 && j == 1) ->
+			d_step { N == 0 -> S++; Q++; member[me] = true; last[me] = 0 }
+		fi;
+#endif
 armed:	/* Q raised, awake: about to wait (or spinning) */
 end_armed:	/* (a valid end for a poller that never sleeps) */
 		if
@@ -511,6 +540,14 @@ end_armed:	/* (a valid end for a poller that never sleeps) */
 #ifdef LISTENER_DIES
 		:: d_step { mayleave ->                            /* killed: undo V(S) */
 				S--; pend[me] = 0; member[me] = false };
+			goto left
+#endif
+#ifdef HANDOVER_ARMED
+		:: d_step { me == 0 && !held -> held = true };     /* stop, armed */
+			if                                             /* leave once replaced */
+			:: d_step { succeeded && Q > 0 -> LEAVE_ARMED_Q(me) }
+			:: d_step { succeeded && Q == 0 -> LEAVE_ARMED_NO_Q(me) }
+			fi;
 			goto left
 #endif
 		fi;
@@ -547,6 +584,12 @@ end_waiting:
 		:: d_step { mayleave && W >= 1 ->                  /* leave: {P(W)} */
 				W--; member[me] = false };
 			goto left
+#if defined(HANDOVER) && !defined(HANDOVER_ARMED)
+		:: d_step { me == 0 && !held -> held = true };     /* stop, holding W */
+			d_step { succeeded && W >= 1 ->                /* then leave: {P(W)} */
+				W--; member[me] = false };
+			goto left
+#endif
 		fi;
 left:
 		skip
