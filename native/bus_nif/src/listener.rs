@@ -191,7 +191,7 @@ fn detach_listener(listener: ResourceArc<Listener>) -> Result<StandingAtom, Fail
         None => Err(listener
             .0
             .take_failure()
-            .map_or(Failure::Closed, Failure::from)),
+            .map_or(Failure::CLOSED, Failure::from)),
     }
 }
 

@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use bus_reason::Failure as Reason;
 use rustler::{Atom, Binary, Encoder, Env, Term};
 
 rustler::atoms! {
@@ -52,59 +53,26 @@ fn path_term<'a>(env: Env<'a>, path: &Path) -> Term<'a> {
     binary(env, path.as_os_str().as_bytes())
 }
 
-/// Why a NIF failed: the `Reason` of `{error, Reason}`. Plain data (the
-/// core's error, turned into what Erlang will see), so that NIFs can
-/// return it: `message_too_long`, `message_contains_nul`, `enoent`,
-/// `eexist`, `eacces`, `eperm` (not the owner), `{invalid_bus_file, Path}`, `gone`, `busy` (no-wait
-/// and another writer holds the bus), `timeout` (nothing was published),
-/// `timeout_after_publish` (some listeners may have the message),
-/// `interrupted`, `closed` (the handle was closed, or the listener
-/// was not on the bus), or `{os_error, Errno, Context}` for anything else.
+/// Why a NIF failed: the `Reason` of `{error, Reason}`, as
+/// `bus_reason` names it (the port program names it the same way).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    MessageTooLong,
-    MessageContainsNul,
-    NotFound,
-    AlreadyExists,
-    PermissionDenied,
-    NotPermitted,
-    InvalidBusFile(PathBuf),
-    Gone,
-    Busy,
-    Timeout,
-    TimeoutAfterPublish,
-    Interrupted,
-    Closed,
-    Os { errno: i32, context: String },
+pub struct Failure(pub Reason);
+
+impl Failure {
+    /// `closed`: the handle was closed, or the listener was not on the
+    /// bus.
+    pub const CLOSED: Failure = Failure(Reason::Closed);
 }
 
 impl From<&bus::Error> for Failure {
     fn from(err: &bus::Error) -> Failure {
-        use bus::Error as E;
-        match err {
-            E::MessageTooLong { .. } => Failure::MessageTooLong,
-            E::MessageContainsNul { .. } => Failure::MessageContainsNul,
-            E::NotFound { .. } => Failure::NotFound,
-            E::AlreadyExists { .. } => Failure::AlreadyExists,
-            E::PermissionDenied { .. } => Failure::PermissionDenied,
-            E::NotPermitted { .. } => Failure::NotPermitted,
-            E::InvalidBusFile { path, .. } => Failure::InvalidBusFile(path.clone()),
-            E::Gone { .. } => Failure::Gone,
-            E::WouldBlock => Failure::Busy,
-            E::TimedOut => Failure::Timeout,
-            E::TimedOutAfterPublish => Failure::TimeoutAfterPublish,
-            E::Interrupted => Failure::Interrupted,
-            other => Failure::Os {
-                errno: other.errno(),
-                context: other.to_string(),
-            },
-        }
+        Failure(Reason::from(err))
     }
 }
 
 impl From<bus::Error> for Failure {
     fn from(err: bus::Error) -> Failure {
-        Failure::from(&err)
+        Failure(Reason::from(&err))
     }
 }
 
@@ -112,22 +80,22 @@ impl From<bus::Error> for Failure {
 impl Encoder for Failure {
     fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
         let atom = |a: Atom| a.encode(env);
-        match self {
-            Failure::MessageTooLong => atom(message_too_long()),
-            Failure::MessageContainsNul => atom(message_contains_nul()),
-            Failure::NotFound => atom(enoent()),
-            Failure::AlreadyExists => atom(eexist()),
-            Failure::PermissionDenied => atom(eacces()),
-            Failure::NotPermitted => atom(eperm()),
-            Failure::InvalidBusFile(path) => (invalid_bus_file(), path_term(env, path)).encode(env),
-            Failure::Gone => atom(gone()),
-            Failure::Busy => atom(busy()),
-            Failure::Timeout => atom(timeout()),
-            Failure::TimeoutAfterPublish => atom(timeout_after_publish()),
-            Failure::Interrupted => atom(interrupted()),
-            Failure::Closed => atom(closed()),
+        match &self.0 {
+            Reason::MessageTooLong => atom(message_too_long()),
+            Reason::MessageContainsNul => atom(message_contains_nul()),
+            Reason::NotFound => atom(enoent()),
+            Reason::AlreadyExists => atom(eexist()),
+            Reason::PermissionDenied => atom(eacces()),
+            Reason::NotPermitted => atom(eperm()),
+            Reason::InvalidBusFile(path) => (invalid_bus_file(), path_term(env, path)).encode(env),
+            Reason::Gone => atom(gone()),
+            Reason::Busy => atom(busy()),
+            Reason::Timeout => atom(timeout()),
+            Reason::TimeoutAfterPublish => atom(timeout_after_publish()),
+            Reason::Interrupted => atom(interrupted()),
+            Reason::Closed => atom(closed()),
 
-            Failure::Os { errno, context } => (
+            Reason::Os { errno, context } => (
                 os_error(),
                 errno_term(env, *errno),
                 binary(env, context.as_bytes()),
@@ -155,26 +123,10 @@ impl From<bus::Result<()>> for Done {
     }
 }
 
-/// The POSIX name Erlang's `file` module would use, or the number.
+/// The errno's name (`bus_reason::errno_name`), or the number.
 fn errno_term(env: Env<'_>, errno: i32) -> Term<'_> {
-    const NAMES: &[(i32, &str)] = &[
-        (1, "eperm"),
-        (5, "eio"),
-        (9, "ebadf"),
-        (12, "enomem"),
-        (20, "enotdir"),
-        (21, "eisdir"),
-        (22, "einval"),
-        (23, "enfile"),
-        (24, "emfile"),
-        (28, "enospc"),
-        (30, "erofs"),
-        (36, "enametoolong"),
-        (40, "eloop"),
-        (122, "edquot"),
-    ];
-    match NAMES.iter().find(|(n, _)| *n == errno) {
-        Some((_, name)) => Atom::from_str(env, name).map_or(errno.encode(env), |a| a.encode(env)),
+    match bus_reason::errno_name(errno).and_then(|name| Atom::from_str(env, name).ok()) {
+        Some(atom) => atom.encode(env),
         None => errno.encode(env),
     }
 }

@@ -51,7 +51,7 @@ fn broadcast(writer: ResourceArc<Writer>, message: Binary, timeout: Timeout, now
     };
     let guard = writer.0.read().unwrap_or_else(|e| e.into_inner());
     let Some(bus) = guard.as_ref() else {
-        return Done(Err(Failure::Closed));
+        return Done(Err(Failure::CLOSED));
     };
     let options = WriteOptions {
         nowait,
