@@ -1,6 +1,6 @@
 #!/bin/sh
-# Builds the NIF and the `bus` command line and copies them into the
-# Erlang application's priv directory (run by rebar3's pre_hooks). The
+# Builds the NIF, the `bus` command line and the port program and copies
+# them into the Erlang application's priv directory (run by rebar3's pre_hooks). The
 # library is priv/bus_nif_N.so, N from native/bus_nif/NATIVE_VERSION: the
 # Erlang module bus_nif_N loads it, and a hot upgrade loads the next
 # version's module and library side by side with this one.
@@ -11,6 +11,7 @@ version=$(tr -d ' \n' < "$root/native/bus_nif/NATIVE_VERSION")
 cd "$root"
 cargo build --release --quiet -p bus_nif
 cargo build --release --quiet -p bus --bin bus
+cargo build --release --quiet -p bus_port
 target=${CARGO_TARGET_DIR:-$root/target}
 mkdir -p "$priv/bin"
 # Only this version's library ships with this version of the application.
@@ -22,3 +23,7 @@ cp "$target/release/libbus_nif.so" "$priv/bus_nif_$version.so.tmp"
 mv -f "$priv/bus_nif_$version.so.tmp" "$priv/bus_nif_$version.so"
 cp "$target/release/bus" "$priv/bin/bus.tmp"
 mv -f "$priv/bin/bus.tmp" "$priv/bin/bus"
+# The port backend's program (native/bus_port); a running one keeps its
+# old file.
+cp "$target/release/bus_port" "$priv/bin/bus_port.tmp"
+mv -f "$priv/bin/bus_port.tmp" "$priv/bin/bus_port"

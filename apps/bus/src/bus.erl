@@ -56,14 +56,17 @@
 -type reason() :: not_subscribed | not_started | not_bridged | noconnection | {not_supported, node()} | message_too_long | message_contains_nul | enoent | eexist | eacces
                 | eperm | {invalid_bus_file, binary()} | gone | busy | timeout
                 | timeout_after_publish | interrupted | closed
-                | {os_error, atom() | integer(), binary()} | {unknown_bus, atom()}.
+                | {os_error, atom() | integer(), binary()} | {unknown_bus, atom()}
+                | {port_exited, integer() | {port_closed, term()}} | {port_closed, term()}
+                | {port_program, term()} | {port_version, term()}
+                | not_supported.
 -type info() :: #{path := binary(),
                   listeners := non_neg_integer() | undefined,
                   received := non_neg_integer(),
                   forwarded := non_neg_integer(),
                   received_bytes := non_neg_integer(),
                   native := pos_integer(),
-                  backend := module(),
+                  backend := bus_backend:name(),
                   listener => #{atom() => non_neg_integer()},
                   blocked => boolean(),
                   blocked_us => non_neg_integer(),
@@ -279,11 +282,11 @@ info({Local, Node}) when is_atom(Node) ->
     remote(Node, info, [Local]);
 info(Name) ->
     with_path(Name, fun(Path) ->
-        Backend = bus_backend:default(),
+        Backend = bus_backend:for(Path),
         Counts = case call(Path, counts, false) of
             #{} = C -> C;
             _ -> #{received => 0, forwarded => 0, received_bytes => 0,
-                   native => Backend:version(undefined), backend => Backend,
+                   native => Backend:version(undefined), backend => bus_backend:name(Backend),
                    subscriptions => #{}}
         end,
         Listeners = case Backend:stat(Path) of
@@ -317,8 +320,9 @@ broadcast({Local, Node}, Message, Options) when is_atom(Node) ->
 broadcast(Name, Message, Options) ->
     Bin = message(Message, [Name, Message, Options]),
     {Timeout, NoWait} = options(Options, [Name, Message, Options]),
-    Backend = bus_backend:default(),
-    with_path(Name, fun(Path) -> Backend:broadcast(Path, Bin, Timeout, NoWait) end).
+    with_path(Name, fun(Path) ->
+        (bus_backend:for(Path)):broadcast(Path, Bin, Timeout, NoWait)
+    end).
 
 %% @doc Creates a bus named `random.' and 30 random characters in the runtime
 %% directory ($XDG_RUNTIME_DIR/bus or /run/bus, made if missing) and
@@ -337,10 +341,9 @@ create(Name) ->
 %% of a well-known bus is created if missing.
 -spec create(name(), boolean()) -> {ok, binary()} | {error, reason()}.
 create(Name, Exclusive) when is_boolean(Exclusive) ->
-    Backend = bus_backend:default(),
     with_path(Name, fun(Path) ->
         _ = is_atom(Name) andalso make_dir(filename:dirname(Path)),
-        Backend:create(Path, Exclusive)
+        (bus_backend:for(Path)):create(Path, Exclusive)
     end);
 create(Name, Exclusive) ->
     erlang:error(badarg, [Name, Exclusive]).
@@ -348,15 +351,13 @@ create(Name, Exclusive) ->
 %% @doc Removes the bus: its semaphores, its shared memory and its file.
 -spec remove(name()) -> ok | {error, reason()}.
 remove(Name) ->
-    Backend = bus_backend:default(),
-    with_path(Name, fun Backend:remove/1).
+    with_path(Name, fun(Path) -> (bus_backend:for(Path)):remove(Path) end).
 
 %% @doc Any bit of a class (user, group, others) in Mode grants that class
 %% read and write on the bus.
 -spec chmod(name(), non_neg_integer()) -> ok | {error, reason()}.
 chmod(Name, Mode) when is_integer(Mode), Mode >= 0, Mode =< 8#7777 ->
-    Backend = bus_backend:default(),
-    with_path(Name, fun(Path) -> Backend:chmod(Path, Mode) end);
+    with_path(Name, fun(Path) -> (bus_backend:for(Path)):chmod(Path, Mode) end);
 chmod(Name, Mode) ->
     erlang:error(badarg, [Name, Mode]).
 
@@ -364,9 +365,8 @@ chmod(Name, Mode) ->
 -spec chown(name(), non_neg_integer() | undefined, non_neg_integer() | undefined) ->
     ok | {error, reason()}.
 chown(Name, Uid, Gid) ->
-    Backend = bus_backend:default(),
     case is_id(Uid) andalso is_id(Gid) of
-        true -> with_path(Name, fun(Path) -> Backend:chown(Path, Uid, Gid) end);
+        true -> with_path(Name, fun(Path) -> (bus_backend:for(Path)):chown(Path, Uid, Gid) end);
         false -> erlang:error(badarg, [Name, Uid, Gid])
     end.
 
@@ -374,8 +374,7 @@ chown(Name, Uid, Gid) ->
 %% and number of attached processes.
 -spec stat(name()) -> {ok, map()} | {error, reason()}.
 stat(Name) ->
-    Backend = bus_backend:default(),
-    with_path(Name, fun Backend:stat/1).
+    with_path(Name, fun(Path) -> (bus_backend:for(Path)):stat(Path) end).
 
 %% @doc The pathname of a bus.
 -spec resolve(name()) -> {ok, binary()} | {error, {unknown_bus, atom()}}.

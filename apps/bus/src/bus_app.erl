@@ -11,6 +11,12 @@
 -spec start(application:start_type(), term()) -> {ok, pid()} | {error, term()}.
 start(_Type, _Args) ->
     ok = cookie_from_environment(),
+    case check_backends() of
+        ok -> start();
+        {error, _} = Error -> Error
+    end.
+
+start() ->
     %% Owned by this process, which lives as long as the application.
     ok = bus_tables:create(),
     case create_default_bus(application:get_env(bus, default_bus, generic)) of
@@ -50,6 +56,26 @@ create_default_bus(Name) ->
         {error, Reason} ->
             {error, {default_bus, Name, Reason}}
     end.
+
+%% The env's backend (nif | port) and its per-bus overrides
+%% (bus_backends: a map from a bus's name to nif | port).
+check_backends() ->
+    Backend = application:get_env(bus, backend, nif),
+    Overrides = application:get_env(bus, bus_backends, #{}),
+    Bad = [{backend, Backend} || not is_backend(Backend)]
+        ++ case is_map(Overrides) of
+               true -> [{bus_backends, {Name, B}} || {Name, B} <- maps:to_list(Overrides),
+                                                     not is_backend(B)];
+               false -> [{bus_backends, Overrides}]
+           end,
+    case Bad of
+        [] -> ok;
+        [First | _] -> {error, {bad_backend, First}}
+    end.
+
+is_backend(nif) -> true;
+is_backend(port) -> true;
+is_backend(_) -> false.
 
 %% The application env's bridges: each bus's bridge starts now and joins
 %% the other nodes' as they connect.

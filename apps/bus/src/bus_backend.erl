@@ -1,6 +1,9 @@
 %% @doc The contract between a bus's bus_srv and what listens and
-%% broadcasts for it: a backend. Implemented by bus_backend_nif (the
-%% native library inside the VM); the port backend implements it outside.
+%% broadcasts for it: a backend. Implemented by bus_backend_nif (`nif':
+%% the native library inside the VM) and bus_backend_port (`port': port
+%% programs outside it). Which one serves a bus: the application env's
+%% `backend' (default nif), overridden per bus by `bus_backends' (a map
+%% from a well-known name or a pathname to nif | port).
 %%
 %% Listening. `listen/5' starts a listener for the calling bus_srv (the
 %% Owner), which then gets, tagged with Tag:
@@ -28,14 +31,18 @@
 -module(bus_backend).
 
 %% API.
--export([default/0]).
+-export([default/0, for/1, name/1]).
 
--export_type([handle/0, standing/0, item/0, from/0]).
+-export_type([handle/0, standing/0, item/0, from/0, name/0]).
+
+-type name() :: nif | port.
 
 -type handle() :: term().
 -type standing() :: armed | acked.
 -type from() :: join | standing().
--type item() :: binary() | {own, binary()} | {dropped, pos_integer()}.
+%% `gap': messages may be missing here, how many is unknown (the port
+%% backend restarted its program).
+-type item() :: binary() | {own, binary()} | {dropped, pos_integer()} | gap.
 
 %% Listening.
 -callback listen(Path :: binary(), Owner :: pid(), Tag :: reference(), From :: from(),
@@ -49,9 +56,19 @@
 %% on the bus, holding its writers up).
 -callback abandon(handle()) -> ok.
 -callback counters(handle()) -> #{atom() => non_neg_integer()}.
+%% Returns once every message the listener had acknowledged when called
+%% is there for take/2 (as far as the credit window allows): what was
+%% broadcast before a call is forwarded before it is answered.
+-callback settle(handle()) -> ok.
 %% Which version of the backend's code made the listener (for operators
 %% and the upgrade test).
 -callback version(handle() | undefined) -> pos_integer().
+
+%% Broadcasts from where the listener runs, so that the listener's copy
+%% comes back own-marked (bridges tell their echoes by it).
+-callback echo_broadcast(handle(), Path :: binary(), Message :: binary(),
+                         Timeout :: timeout()) ->
+    ok | {error, bus:reason()}.
 
 %% Everything else.
 -callback broadcast(Path :: binary(), Message :: binary(), Timeout :: timeout(),
@@ -72,7 +89,41 @@
 
 %% API.
 
-%% The backend of the node.
+%% The backend of the node: the application env's `backend'.
 -spec default() -> module().
 default() ->
-    bus_backend_nif.
+    module(application:get_env(bus, backend, nif)).
+
+%% The backend of the bus at Path: its entry in `bus_backends', or the
+%% node's.
+-spec for(binary()) -> module().
+for(Path) ->
+    case application:get_env(bus, bus_backends, #{}) of
+        Backends when map_size(Backends) =:= 0 ->
+            default();
+        Backends ->
+            Matching = [B || {Name, B} <- maps:to_list(Backends), path_of(Name) =:= Path],
+            case Matching of
+                [Backend | _] -> module(Backend);
+                [] -> default()
+            end
+    end.
+
+%% What bus:info/1 shows of a backend module.
+-spec name(module()) -> name().
+name(bus_backend_port) -> port;
+name(_) -> nif.
+
+%% Internal.
+
+%% (bus_app checks the env's values at boot.)
+module(nif) -> bus_backend_nif;
+module(port) -> bus_backend_port.
+
+path_of(Name) ->
+    try bus:resolve(Name) of
+        {ok, Path} -> Path;
+        {error, _} -> undefined
+    catch
+        error:badarg -> undefined
+    end.

@@ -92,7 +92,7 @@ init({Name, Path}) ->
         false ->
             {stop, {already_bridged, Path}};
         true ->
-            Backend = bus_backend:default(),
+            Backend = bus_backend:for(Path),
             Tag = make_ref(),
             Window = application:get_env(bus, window, 256),
             case Backend:listen(Path, self(), Tag, join, Window) of
@@ -176,6 +176,10 @@ item({own, Message}, State = #state{echoes = Echoes}) ->
     end;
 item({dropped, _}, State) ->
     State;
+item(gap, State) ->
+    %% The listener joined afresh (the port backend restarted its
+    %% program): echoes of what was broadcast before will not come.
+    State#state{echoes = queue:new()};
 item(Message, State) ->
     out(Message, State).
 
@@ -200,10 +204,10 @@ write(State = #state{retry = true}) ->
 write(State0) ->
     %% What our listener holds first: our own writes must never fill its
     %% window (it would hold the bus against them).
-    State = #state{path = Path, backend = Backend, inbox = In, inbox_len = N, echoes = E} =
-        take(State0),
+    State = #state{path = Path, backend = Backend, listener = L, inbox = In, inbox_len = N,
+                   echoes = E} = take(State0),
     {{value, Message}, In1} = queue:out(In),
-    case Backend:broadcast(Path, Message, ?WRITE_TIMEOUT, false) of
+    case Backend:echo_broadcast(L, Path, Message, ?WRITE_TIMEOUT) of
         Result when Result =:= ok; Result =:= {error, timeout_after_publish} ->
             State1 = State#state{inbox = In1, inbox_len = N - 1, echoes = queue:in(Message, E),
                                  bridged_in = State#state.bridged_in + 1, gap_told = false},

@@ -157,7 +157,7 @@ init(Path) ->
             State = lists:foldl(fun({Pid, Name, Saved}, S) ->
                                         add(Pid, Name, saved_options(Saved), S)
                                 end,
-                                #state{path = Path, backend = bus_backend:default(),
+                                #state{path = Path, backend = bus_backend:for(Path),
                                        window = Window},
                                 Subscriptions),
             _ = Subscriptions =:= [] andalso
@@ -205,7 +205,7 @@ handle_call({subscribe, Pid, Name, Options}, From, State = #state{path = Path}) 
 handle_call({activate, Pid, Active}, _From, State0) ->
     %% Like info: what was broadcast before this call is forwarded (or
     %% held) first, under the mode it was broadcast in.
-    State = #state{path = Path, subscribers = Subs} = take(infinity, State0),
+    State = #state{path = Path, subscribers = Subs} = take(infinity, settle(State0)),
     case Subs of
         #{Pid := {Ref, Flow}} ->
             Flow1 = bus_flow:activate(Active, Flow),
@@ -227,11 +227,11 @@ handle_call(counts, _From, State0 = #state{backend = Backend, listener = Listene
     %% still be on its way).
     State = case Listener of
         undefined -> State0;
-        _ -> take(infinity, State0)
+        _ -> take(infinity, settle(State0))
     end,
     Counts = #{received => State#state.received, forwarded => State#state.forwarded,
                received_bytes => State#state.received_bytes,
-               backend => Backend, native => Backend:version(Listener),
+               backend => bus_backend:name(Backend), native => Backend:version(Listener),
                blocked => State#state.blocked =/= false,
                blocked_us => blocked_us(State), block_held_us => block_held_us(State),
                subscriptions => maps:map(fun(_, {_, Flow}) -> bus_flow:info(Flow) end,
@@ -295,9 +295,11 @@ terminate(_Reason, State = #state{path = Path}) ->
 %% between 0.8.0 and this release converts nothing. (Each release that
 %% changes the shape converts here, from and back to exactly the previous
 %% release's.) An appup that says {advanced, {handover, Nif}} also moves
-%% the listener to the native module Nif, loaded by then (see handover/3).
+%% the listener of a bus served by the NIF backend to the native module
+%% Nif, loaded by then (see handover/3).
 -spec code_change(term(), #state{}, term()) -> {ok, #state{}}.
-code_change({down, _Vsn}, State = #state{path = Path, window = Window}, {handover, Nif}) ->
+code_change({down, _Vsn}, State = #state{path = Path, window = Window,
+                                         backend = bus_backend_nif}, {handover, Nif}) ->
     Listen = fun(Tag, From) ->
         case Nif:listen(Path, self(), Tag, From, Window) of
             {ok, Listener} -> {ok, {Nif, Listener}};
@@ -305,7 +307,15 @@ code_change({down, _Vsn}, State = #state{path = Path, window = Window}, {handove
         end
     end,
     {ok, handover(State, Listen, bus_backend_nif)};
-code_change(_OldVsn, State = #state{path = Path, window = Window}, {handover, _Nif}) ->
+code_change(_OldVsn, State = #state{path = Path, window = Window, backend = bus_backend_nif},
+            {handover, _Nif}) ->
+    Listen = fun(Tag, From) -> bus_backend_nif:listen(Path, self(), Tag, From, Window) end,
+    {ok, handover(State, Listen, bus_backend_nif)};
+code_change({down, _Vsn}, State = #state{path = Path, window = Window,
+                                         backend = bus_backend_port}, _Extra) ->
+    %% Releases before 0.10.0 have no port backend: the bus moves to the
+    %% NIF, joining afresh (a port program's standing cannot be handed to
+    %% another OS process), and its subscribers are told of a gap.
     Listen = fun(Tag, From) -> bus_backend_nif:listen(Path, self(), Tag, From, Window) end,
     {ok, handover(State, Listen, bus_backend_nif)};
 code_change(_OldVsn, State = #state{}, _Extra) ->
@@ -337,6 +347,13 @@ take(Budget, State = #state{backend = Backend, listener = L, tag = Tag}) ->
                     take(minus(Budget, Asked), State1)
             end
     end.
+
+%% Every message the listener acknowledged so far is there to take.
+settle(State = #state{listener = undefined}) ->
+    State;
+settle(State = #state{backend = Backend, listener = L}) ->
+    ok = Backend:settle(L),
+    State.
 
 minus(infinity, _) -> infinity;
 minus(Budget, N) -> Budget - N.
@@ -377,6 +394,8 @@ forward(Items, State = #state{received = R, received_bytes = B}) ->
         ({own, Message}, {S, N, Bytes}) ->
             {[{message, Message} | S], N + 1, Bytes + byte_size(Message)};
         ({dropped, _}, {S, N, Bytes}) ->
+            {[gap | S], N, Bytes};
+        (gap, {S, N, Bytes}) ->
             {[gap | S], N, Bytes}
     end, {[], R, B}, Items),
     feed(Stream, State#state{received = R1, received_bytes = B1}).

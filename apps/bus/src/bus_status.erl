@@ -46,7 +46,7 @@ row(Path, Info = #{subscriptions := Subs}) ->
      io_lib:format("~s ~b", [backend_name(maps:get(backend, Info, undefined)),
                              maps:get(native, Info, 0)])].
 
-backend_name(bus_backend_nif) -> "nif";
+backend_name(Backend) when is_atom(Backend) -> atom_to_list(Backend);
 backend_name(Other) -> io_lib:format("~p", [Other]).
 
 %% Left-aligned columns two spaces apart, numbers right-aligned.

@@ -33,4 +33,14 @@ init([]) ->
            #{id => bus_bridge_sup,
              start => {bus_bridge_sup, start_link, []},
              type => supervisor,
+             shutdown => infinity},
+           %% Since 0.10.0: the port backend's request program and its
+           %% listeners (started before any bus_srv uses them: bus_srv_sup
+           %% starts none at boot).
+           #{id => bus_port_ops,
+             start => {bus_port_ops, start_link, []},
+             shutdown => 5000},
+           #{id => bus_port_sup,
+             start => {bus_port_sup, start_link, []},
+             type => supervisor,
              shutdown => infinity}]}}.

@@ -6,7 +6,7 @@
 -include_lib("stdlib/include/assert.hrl").
 -include_lib("kernel/include/file.hrl").
 
--export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([all/0, groups/0, init_per_group/2, end_per_group/2, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
 -export([default_bus_created_at_boot/1, create_and_remove/1, create_random/1,
          stat_reports_the_bus/1, chmod_grants_classes/1, chown_sets_owner/1,
          broadcast_without_listener_returns/1, longest_message_is_delivered/1,
@@ -15,11 +15,19 @@
          recreated_bus_is_reopened/1]).
 
 all() ->
-    [default_bus_created_at_boot, create_and_remove, create_random, stat_reports_the_bus,
-     chmod_grants_classes, chown_sets_owner, broadcast_without_listener_returns,
-     longest_message_is_delivered, too_long_and_nul_are_refused, missing_file,
-     corrupted_file, bus_objects_gone, no_permission, wrong_types_are_badarg,
-     recreated_bus_is_reopened].
+    [{group, nif}, {group, port}].
+
+%% Every case against both backends, with the same assertions.
+groups() ->
+    bus_test_lib:backend_groups(
+      [default_bus_created_at_boot, create_and_remove, create_random, stat_reports_the_bus,
+       chmod_grants_classes, chown_sets_owner, broadcast_without_listener_returns,
+       longest_message_is_delivered, too_long_and_nul_are_refused, missing_file,
+       corrupted_file, bus_objects_gone, no_permission, wrong_types_are_badarg,
+       recreated_bus_is_reopened]).
+
+init_per_group(Backend, Config) -> bus_test_lib:use_backend(Backend, Config).
+end_per_group(_Backend, _Config) -> application:set_env(bus, backend, nif).
 
 init_per_suite(Config) -> bus_test_lib:start(Config).
 end_per_suite(Config) -> bus_test_lib:stop(Config).

@@ -4,16 +4,26 @@
 %% subscribers it may have missed messages, then forwards everything).
 -module(bus_backend_SUITE).
 
+-import(bus_test_lib, [receive_numbers/2]).
+
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([all/0, groups/0, init_per_group/2, end_per_group/2, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
 -export([full_window_holds_the_bus/1, mailbox_stays_small_under_traffic/1,
          restart_tells_subscribers_of_the_gap/1, info_shows_the_backend/1]).
 
 all() ->
-    [full_window_holds_the_bus, mailbox_stays_small_under_traffic,
-     restart_tells_subscribers_of_the_gap, info_shows_the_backend].
+    [{group, nif}, {group, port}].
+
+%% Every case against both backends, with the same assertions.
+groups() ->
+    bus_test_lib:backend_groups(
+      [full_window_holds_the_bus, mailbox_stays_small_under_traffic,
+       restart_tells_subscribers_of_the_gap, info_shows_the_backend]).
+
+init_per_group(Backend, Config) -> bus_test_lib:use_backend(Backend, Config).
+end_per_group(_Backend, _Config) -> application:set_env(bus, backend, nif).
 
 init_per_suite(Config) -> bus_test_lib:start(Config).
 end_per_suite(Config) -> bus_test_lib:stop(Config).
@@ -77,25 +87,7 @@ restart_tells_subscribers_of_the_gap(Config) ->
     Bus = bus_test_lib:new_bus(Config),
     ok = bus:subscribe(Bus),
     {ok, Srv} = server(Bus),
-    Self = self(),
-    Writer = spawn_link(fun() -> write_until_stopped(Bus, 1, Self) end),
-    %% Some traffic first.
-    First = receive_numbers(Bus, 50),
-    ?assertEqual(lists:seq(1, 50), First),
-    exit(Srv, kill),
-    {Before, After, Gaps} = collect_around_gap(Bus, First),
-    Writer ! stop,
-    Last = receive {written, L} -> L after 5000 -> ct:fail(writer_stuck) end,
-    Rest = case lists:last(After) of
-        Last -> [];
-        _ -> receive_numbers_until(Bus, Last)
-    end,
-    ct:log("before the gap up to ~b, after it ~b..~b",
-           [lists:last(Before), hd(After), Last]),
-    1 = Gaps,
-    ?assertEqual(lists:seq(1, lists:last(Before)), Before),
-    ?assertEqual(lists:seq(hd(After), Last), After ++ Rest),
-    ?assert(hd(After) > lists:last(Before)),
+    ok = bus_test_lib:gap_then_in_order(Bus, fun() -> exit(Srv, kill) end),
     {ok, Srv2} = server(Bus),
     ?assertNotEqual(Srv, Srv2),
     ok = bus:unsubscribe(Bus).
@@ -107,7 +99,8 @@ info_shows_the_backend(Config) ->
     ok = bus:subscribe(Bus),
     ok = bus:broadcast(Bus, <<"0 x">>),
     receive {bus, Bus, <<"0 x">>} -> ok after 1000 -> ct:fail(no_message) end,
-    #{backend := bus_backend_nif, native := N,
+    Backend = bus_test_lib:backend(Config),
+    #{backend := Backend, native := N,
       listener := #{taken := 1, delivered := 1, dropped := 0, queued := 0}} = bus:info(Bus),
     ?assert(is_integer(N) andalso N > 0),
     ok = bus:unsubscribe(Bus).
@@ -116,50 +109,6 @@ info_shows_the_backend(Config) ->
 
 server(Bus) ->
     bus_tables:server(Bus).
-
-receive_numbers(Bus, N) ->
-    [receive {bus, Bus, M} -> binary_to_integer(M) after 10000 -> ct:fail({missing, I}) end
-     || I <- lists:seq(1, N)].
-
-receive_numbers_until(Bus, Last) ->
-    receive
-        {bus, Bus, M} ->
-            case binary_to_integer(M) of
-                Last -> [Last];
-                I -> [I | receive_numbers_until(Bus, Last)]
-            end
-    after 10000 -> ct:fail({missing_up_to, Last})
-    end.
-
-%% After the numbers Before: collects until the gap notice, then 50
-%% numbers after it.
-collect_around_gap(Bus, Before) ->
-    receive
-        {bus_gap, Bus} ->
-            collect_after(Bus, Before, []);
-        {bus, Bus, M} ->
-            collect_around_gap(Bus, Before ++ [binary_to_integer(M)])
-    after 10000 -> ct:fail(no_gap)
-    end.
-
-collect_after(Bus, Before, After) when length(After) >= 50 ->
-    {Before, lists:reverse(After), 1 + count_gaps(Bus)};
-collect_after(Bus, Before, After) ->
-    receive
-        {bus, Bus, M} -> collect_after(Bus, Before, [binary_to_integer(M) | After]);
-        {bus_gap, Bus} -> ct:fail(second_gap)
-    after 10000 -> ct:fail(nothing_after_gap)
-    end.
-
-count_gaps(Bus) ->
-    receive {bus_gap, Bus} -> 1 + count_gaps(Bus) after 0 -> 0 end.
-
-write_until_stopped(Bus, I, Parent) ->
-    receive stop -> Parent ! {written, I - 1}
-    after 0 ->
-        ok = bus:broadcast(Bus, integer_to_binary(I)),
-        write_until_stopped(Bus, I + 1, Parent)
-    end.
 
 %% The largest message_queue_len of Pid seen until the writer is done.
 watch_mailbox(Pid, Max) ->

@@ -13,7 +13,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, suite/0, init_per_suite/1, end_per_suite/1, end_per_testcase/2]).
+-export([all/0, groups/0, init_per_group/2, end_per_group/2, suite/0, init_per_suite/1, end_per_suite/1, end_per_testcase/2]).
 -export([defaults_push/1, once_delivers_one/1, n_delivers_n_and_activate_adds/1,
          activate_once_and_true/1, passive_from_the_start/1,
          drop_notice_where_the_gap_is/1, notices_use_no_credit/1,
@@ -26,12 +26,20 @@
 suite() -> [{timetrap, {minutes, 5}}].
 
 all() ->
-    [defaults_push, once_delivers_one, n_delivers_n_and_activate_adds,
-     activate_once_and_true, passive_from_the_start, drop_notice_where_the_gap_is,
-     notices_use_no_credit, mailbox_bound_in_push_mode, block_holds_the_writers,
-     block_beside_drop_and_push, resubscribe_changes_options, bus_down_after_what_was_held,
-     restart_keeps_the_mode, bad_options, proplist_options,
-     stuck_subscriber_under_a_million, churn_on_a_hundred_buses].
+    [{group, nif}, {group, port}].
+
+%% Every case against both backends, with the same assertions.
+groups() ->
+    bus_test_lib:backend_groups(
+      [defaults_push, once_delivers_one, n_delivers_n_and_activate_adds,
+       activate_once_and_true, passive_from_the_start, drop_notice_where_the_gap_is,
+       notices_use_no_credit, mailbox_bound_in_push_mode, block_holds_the_writers,
+       block_beside_drop_and_push, resubscribe_changes_options, bus_down_after_what_was_held,
+       restart_keeps_the_mode, bad_options, proplist_options,
+       stuck_subscriber_under_a_million, churn_on_a_hundred_buses]).
+
+init_per_group(Backend, Config) -> bus_test_lib:use_backend(Backend, Config).
+end_per_group(_Backend, _Config) -> application:set_env(bus, backend, nif).
 
 init_per_suite(Config) -> bus_test_lib:start(Config).
 end_per_suite(Config) -> bus_test_lib:stop(Config).

@@ -5,7 +5,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([all/0, groups/0, init_per_group/2, end_per_group/2, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
 -export([subscribe_then_broadcast/1, cli_broadcast_reaches_subscribers/1,
          erlang_broadcast_reaches_cli_listener/1, several_buses_several_subscribers/1,
          unsubscribe_leaves_the_bus/1, subscriber_death_ends_subscription/1,
@@ -14,12 +14,20 @@
          info_counts_messages/1, order_and_no_loss/1]).
 
 all() ->
-    [subscribe_then_broadcast, cli_broadcast_reaches_subscribers,
-     erlang_broadcast_reaches_cli_listener, several_buses_several_subscribers,
-     unsubscribe_leaves_the_bus, subscriber_death_ends_subscription,
-     killed_bus_srv_keeps_subscriptions, removed_bus_tells_subscribers,
-     well_known_names_resolve, subscribe_missing_bus_fails, info_counts_messages,
-     order_and_no_loss].
+    [{group, nif}, {group, port}].
+
+%% Every case against both backends, with the same assertions.
+groups() ->
+    bus_test_lib:backend_groups(
+      [subscribe_then_broadcast, cli_broadcast_reaches_subscribers,
+       erlang_broadcast_reaches_cli_listener, several_buses_several_subscribers,
+       unsubscribe_leaves_the_bus, subscriber_death_ends_subscription,
+       killed_bus_srv_keeps_subscriptions, removed_bus_tells_subscribers,
+       well_known_names_resolve, subscribe_missing_bus_fails, info_counts_messages,
+       order_and_no_loss]).
+
+init_per_group(Backend, Config) -> bus_test_lib:use_backend(Backend, Config).
+end_per_group(_Backend, _Config) -> application:set_env(bus, backend, nif).
 
 init_per_suite(Config) -> bus_test_lib:start(Config).
 end_per_suite(Config) -> bus_test_lib:stop(Config).

@@ -4,6 +4,8 @@
 -module(bus_test_lib).
 
 -export([start/1, stop/1, new_bus/1, new_bus/2, track/2, cleanup/1]).
+-export([backend_groups/1, use_backend/2, backend/1]).
+-export([receive_numbers/2, gap_then_in_order/2]).
 -export([cli/0, cli/1, spawn_cli/2, os_kill/2, listeners/1, wait_listeners/2,
          wait_until/2, flush/0, ipc_keys/0, sysv_mappings/0]).
 
@@ -28,6 +30,22 @@ stop(Config) ->
     ok = bus:remove(Generic),
     false = lists:member(Sem, ipc_keys()) orelse lists:member(Shm, ipc_keys()),
     ok.
+
+%% The same cases once per backend: groups nif and port.
+backend_groups(Cases) ->
+    [{nif, [], Cases}, {port, [], Cases}].
+
+%% Makes Backend (a group's name) the node's backend for the group's
+%% cases: every bus_srv started and every call made from now on uses it.
+use_backend(Backend, Config) when Backend =:= nif; Backend =:= port ->
+    ok = application:set_env(bus, backend, Backend),
+    [{backend, Backend} | Config];
+use_backend(_Group, Config) ->
+    Config.
+
+%% The backend of the group running (nif outside the groups).
+backend(Config) ->
+    proplists:get_value(backend, Config, nif).
 
 %% A new bus in a temporary directory, removed by cleanup/1.
 new_bus(Config) ->
@@ -147,3 +165,74 @@ ipc_keys() ->
 sysv_mappings() ->
     {ok, Maps} = file:read_file("/proc/self/maps"),
     [L || L <- binary:split(Maps, <<"\n">>, [global]), binary:match(L, <<"SYSV">>) =/= nomatch].
+
+%% Under back-to-back broadcasts to the calling subscriber of Bus, Fault()
+%% makes it miss messages: it gets one {bus_gap, Bus} where they are
+%% missing, then every later message in order.
+gap_then_in_order(Bus, Fault) ->
+    Self = self(),
+    Writer = spawn_link(fun() -> write_until_stopped(Bus, 1, Self) end),
+    %% Some traffic first.
+    First = receive_numbers(Bus, 50),
+    First = lists:seq(1, 50),
+    Fault(),
+    {Before, After, Gaps} = collect_around_gap(Bus, First),
+    Writer ! stop,
+    Last = receive {written, L} -> L after 5000 -> ct:fail(writer_stuck) end,
+    Rest = case lists:last(After) of
+        Last -> [];
+        _ -> receive_numbers_until(Bus, Last)
+    end,
+    ct:log("before the gap up to ~b, after it ~b..~b",
+           [lists:last(Before), hd(After), Last]),
+    1 = Gaps,
+    Before = lists:seq(1, lists:last(Before)),
+    Later = After ++ Rest,
+    Later = lists:seq(hd(After), Last),
+    true = hd(After) > lists:last(Before),
+    ok.
+
+%% Numbered messages: N of them, as integers.
+receive_numbers(Bus, N) ->
+    [receive {bus, Bus, M} -> binary_to_integer(M) after 10000 -> ct:fail({missing, I}) end
+     || I <- lists:seq(1, N)].
+
+receive_numbers_until(Bus, Last) ->
+    receive
+        {bus, Bus, M} ->
+            case binary_to_integer(M) of
+                Last -> [Last];
+                I -> [I | receive_numbers_until(Bus, Last)]
+            end
+    after 10000 -> ct:fail({missing_up_to, Last})
+    end.
+
+%% After the numbers Before: collects until the gap notice, then 50
+%% numbers after it.
+collect_around_gap(Bus, Before) ->
+    receive
+        {bus_gap, Bus} ->
+            collect_after(Bus, Before, []);
+        {bus, Bus, M} ->
+            collect_around_gap(Bus, Before ++ [binary_to_integer(M)])
+    after 10000 -> ct:fail(no_gap)
+    end.
+
+collect_after(Bus, Before, After) when length(After) >= 50 ->
+    {Before, lists:reverse(After), 1 + count_gaps(Bus)};
+collect_after(Bus, Before, After) ->
+    receive
+        {bus, Bus, M} -> collect_after(Bus, Before, [binary_to_integer(M) | After]);
+        {bus_gap, Bus} -> ct:fail(second_gap)
+    after 10000 -> ct:fail(nothing_after_gap)
+    end.
+
+count_gaps(Bus) ->
+    receive {bus_gap, Bus} -> 1 + count_gaps(Bus) after 0 -> 0 end.
+
+write_until_stopped(Bus, I, Parent) ->
+    receive stop -> Parent ! {written, I - 1}
+    after 0 ->
+        ok = bus:broadcast(Bus, integer_to_binary(I)),
+        write_until_stopped(Bus, I + 1, Parent)
+    end.

@@ -1,0 +1,315 @@
+%% @doc The port backend's listener of one bus: this process owns one port
+%% program (bus_port_program) listening on that bus for a bus_srv (the
+%% owner), and keeps what it sends until the owner takes it. One program
+%% per bus, so that the credit window of one bus is that program's alone:
+%% a bus whose owner stops taking holds its own program, never another
+%% bus's.
+%%
+%% The credit window crosses the port, split in two halves: the program
+%% sends at most half the window of items the owner has not taken (each
+%% take/2 gives back credit for what it took), and its own queue, the
+%% other half, holds the bus when full, as the NIF's listener does. So at
+%% most Window messages wait here and in the program, as with the NIF
+%% (Window + 1 if it is odd).
+%%
+%% A program that dies (killed, crashed) is started again at once and
+%% joins the bus afresh; its owner gets a `gap' item where messages may be
+%% missing, after everything the dead program sent. More than ?MAX_RESTARTS
+%% restarts in ?RESTART_PERIOD ms and the listener is down with
+%% `{port_exited, Status}'.
+-module(bus_port_listener).
+-behaviour(gen_server).
+
+-include_lib("kernel/include/logger.hrl").
+
+-export([start_link/4, take/2, stop/1, counters/1, request/2, os_pid/1]).
+-export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2,
+         terminate/2]).
+
+-define(MAX_RESTARTS, 5).
+-define(RESTART_PERIOD, 10000).
+%% How long stop/1 waits for the program to leave its bus before closing
+%% its stdin (which makes it leave too).
+-define(STOP_TIMEOUT, 5000).
+-define(CALL_TIMEOUT, 5000).
+
+-record(state, {
+    path :: binary(),
+    owner :: pid(),
+    tag :: reference(),
+    window :: pos_integer(),
+    port :: port() | undefined,
+    os_pid :: non_neg_integer() | undefined,
+    %% hello: waiting for the program's hello; joining: for its J frame.
+    status = hello :: hello | joining | listening | failed,
+    %% Whether the owner was told {bus_listening, Tag} (by the first program).
+    told_listening = false :: boolean(),
+    queue = queue:new() :: queue:queue(bus_backend:item()),
+    %% Items at the head of the queue sent by programs that died: taking
+    %% them gives the running program no credit.
+    stale = 0 :: non_neg_integer(),
+    restarts = [] :: [integer()],
+    restarted = 0 :: non_neg_integer(),
+    next_id = 0 :: non_neg_integer(),
+    %% Requests sent to the program, by Id.
+    pending = #{} :: #{non_neg_integer() => {counters | request, gen_server:from()}},
+    stopping :: gen_server:from() | undefined
+}).
+
+%% API.
+
+-spec start_link(binary(), pid(), reference(), pos_integer()) -> {ok, pid()}.
+start_link(Path, Owner, Tag, Window) ->
+    gen_server:start_link(?MODULE, {Path, Owner, Tag, Window}, []).
+
+%% Up to Max items, oldest first. Never waits for the program.
+-spec take(pid(), pos_integer()) -> [bus_backend:item()].
+take(Pid, Max) ->
+    try gen_server:call(Pid, {take, Max}, ?CALL_TIMEOUT)
+    catch exit:{noproc, _} -> [];
+          exit:{normal, _} -> []
+    end.
+
+%% Returns once the program has left the bus (or, if it does not within
+%% ?STOP_TIMEOUT, once its stdin is closed, which makes it leave).
+-spec stop(pid()) -> ok.
+stop(Pid) ->
+    try gen_server:call(Pid, stop, ?STOP_TIMEOUT + ?CALL_TIMEOUT)
+    catch exit:{noproc, _} -> ok;
+          exit:{normal, _} -> ok
+    end.
+
+%% The program's listener counters, with what waits here counted as
+%% queued; restarts: how many times a program was started again; os_pid:
+%% the running program's.
+-spec counters(pid()) -> #{atom() => non_neg_integer()}.
+counters(Pid) ->
+    try gen_server:call(Pid, counters, ?CALL_TIMEOUT)
+    catch exit:_ -> #{}
+    end.
+
+%% A request (bus_port_frames:request()) answered by this listener's own
+%% program: a broadcast it makes comes back to its listener own-marked.
+-spec request(pid(), bus_port_frames:request()) -> term().
+request(Pid, Request) ->
+    try gen_server:call(Pid, {request, Request}, infinity)
+    catch exit:{noproc, _} -> {error, closed}
+    end.
+
+%% The OS pid of the running program (for tests and operators).
+-spec os_pid(pid()) -> non_neg_integer() | undefined.
+os_pid(Pid) ->
+    gen_server:call(Pid, os_pid, ?CALL_TIMEOUT).
+
+%% gen_server.
+
+-spec init({binary(), pid(), reference(), pos_integer()}) ->
+    {ok, #state{}, {continue, start}}.
+init({Path, Owner, Tag, Window}) ->
+    %% A port whose program died can fail a write (epipe): an exit signal,
+    %% handled as the program's death.
+    process_flag(trap_exit, true),
+    logger:update_process_metadata(#{domain => [bus], bus => Path}),
+    _ = erlang:monitor(process, Owner),
+    {ok, #state{path = Path, owner = Owner, tag = Tag, window = Window}, {continue, start}}.
+
+-spec handle_continue(start, #state{}) -> {noreply, #state{}}.
+handle_continue(start, State) ->
+    {noreply, start_program(State)}.
+
+-spec handle_call(term(), gen_server:from(), #state{}) ->
+    {reply, term(), #state{}} | {noreply, #state{}} | {stop, normal, ok, #state{}}.
+handle_call({take, Max}, _From, State) ->
+    {Items, State1} = take_items(Max, State),
+    {reply, Items, State1};
+handle_call(counters, From, State = #state{port = Port, status = Status})
+  when Port =/= undefined, Status =/= hello ->
+    {noreply, send_request(info, {counters, From}, State)};
+handle_call(counters, _From, State) ->
+    {reply, local_counters(#{}, State), State};
+handle_call({request, Request}, From, State = #state{port = Port}) when Port =/= undefined ->
+    {noreply, send_request(Request, {request, From}, State)};
+handle_call({request, _}, _From, State) ->
+    {reply, {error, closed}, State};
+handle_call(os_pid, _From, State) ->
+    {reply, State#state.os_pid, State};
+handle_call(stop, _From, State = #state{port = undefined}) ->
+    {stop, normal, ok, State};
+handle_call(stop, From, State = #state{port = Port}) ->
+    true = erlang:port_command(Port, bus_port_frames:stop()),
+    erlang:send_after(?STOP_TIMEOUT, self(), stop_timeout),
+    {noreply, State#state{stopping = From}};
+handle_call(_Request, _From, State) ->
+    {reply, {error, unknown_request}, State}.
+
+-spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
+handle_cast(_Msg, State) ->
+    {noreply, State}.
+
+-spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, normal, #state{}}.
+handle_info({Port, {data, Data}}, State = #state{port = Port}) ->
+    {noreply, frame(bus_port_frames:decode(Data), State)};
+handle_info({Port, {exit_status, Status}}, State = #state{port = Port, stopping = undefined}) ->
+    {noreply, program_died(Status, State#state{port = undefined, os_pid = undefined})};
+handle_info({Port, {exit_status, _}}, State = #state{port = Port, stopping = From}) ->
+    gen_server:reply(From, ok),
+    {stop, normal, State#state{port = undefined}};
+handle_info({'EXIT', Port, Reason}, State = #state{port = Port, stopping = undefined}) ->
+    {noreply, program_died({port_closed, Reason}, State#state{port = undefined,
+                                                             os_pid = undefined})};
+handle_info({'EXIT', Port, _}, State = #state{port = Port, stopping = From}) ->
+    gen_server:reply(From, ok),
+    {stop, normal, State#state{port = undefined}};
+handle_info(stop_timeout, State = #state{stopping = From}) when From =/= undefined ->
+    ?LOG_WARNING(#{what => port_program_slow_to_stop, os_pid => State#state.os_pid}),
+    ok = bus_port_program:close(State#state.port),
+    gen_server:reply(From, ok),
+    {stop, normal, State#state{port = undefined}};
+handle_info({'DOWN', _, process, Owner, _}, State = #state{owner = Owner}) ->
+    %% Closing its stdin makes the program leave the bus.
+    ok = bus_port_program:close(State#state.port),
+    {stop, normal, State#state{port = undefined}};
+handle_info(_Info, State) ->
+    {noreply, State}.
+
+-spec terminate(term(), #state{}) -> ok.
+terminate(Reason, State = #state{port = Port}) ->
+    ok = bus_port_program:close(Port),
+    _ = Reason =/= normal andalso Reason =/= shutdown
+        andalso State#state.status =/= failed
+        andalso tell(State, {bus_listener_down, State#state.tag, {port_listener, Reason}}),
+    ok.
+
+%% Internal.
+
+start_program(State) ->
+    case bus_port_program:open() of
+        {ok, Port} ->
+            Half = (State#state.window + 1) div 2,
+            true = erlang:port_command(Port, bus_port_frames:listen(State#state.path, Half)),
+            State#state{port = Port, status = hello};
+        {error, Reason} ->
+            failed(Reason, State)
+    end.
+
+frame(Frame, State = #state{status = hello}) ->
+    case bus_port_program:hello(Frame) of
+        {ok, OsPid} ->
+            State#state{os_pid = OsPid, status = joining};
+        {error, Reason} ->
+            ?LOG_ERROR(#{what => port_program_refused, reason => Reason}),
+            ok = bus_port_program:close(State#state.port),
+            failed(Reason, State#state{port = undefined})
+    end;
+frame(listening, State = #state{told_listening = false}) ->
+    tell(State, {bus_listening, State#state.tag}),
+    State#state{status = listening, told_listening = true};
+frame(listening, State) ->
+    State#state{status = listening};
+frame({item, Item}, State) ->
+    enqueue(Item, State);
+frame({failed, Reason}, State) ->
+    failed(Reason, State);
+frame({reply, Id, Reply}, State = #state{pending = Pending}) ->
+    case maps:take(Id, Pending) of
+        {{counters, From}, Pending1} ->
+            Counters = case Reply of
+                {ok, #{} = C} -> C;
+                _ -> #{}
+            end,
+            gen_server:reply(From, local_counters(Counters, State)),
+            State#state{pending = Pending1};
+        {{request, From}, Pending1} ->
+            gen_server:reply(From, Reply),
+            State#state{pending = Pending1};
+        error ->
+            ?LOG_ERROR(#{what => port_program_bad_frame, reply_to => Id}),
+            State
+    end;
+frame({complaint, Text}, State) ->
+    %% The program found a frame of this node's malformed: a bug here.
+    ?LOG_ERROR(#{what => port_program_complaint, text => Text}),
+    State;
+frame({malformed, Data}, State) ->
+    ?LOG_ERROR(#{what => port_program_bad_frame, frame => Data}),
+    State.
+
+%% A program that left without being asked (Status: its exit status, or
+%% why its port closed): start another, after a gap.
+program_died(Status, State = #state{status = failed}) ->
+    ?LOG_NOTICE(#{what => port_program_exited, status => Status}),
+    State;
+program_died(Status, State0) ->
+    Now = erlang:monotonic_time(millisecond),
+    Recent = [T || T <- State0#state.restarts, Now - T < ?RESTART_PERIOD],
+    State = reply_pending(State0),
+    case length(Recent) < ?MAX_RESTARTS of
+        true ->
+            ?LOG_WARNING(#{what => port_program_restarted, status => Status}),
+            State1 = enqueue(gap, State#state{stale = waiting(State#state.queue)}),
+            start_program(State1#state{restarts = [Now | Recent],
+                                       restarted = State1#state.restarted + 1});
+        false ->
+            ?LOG_ERROR(#{what => port_program_exited, status => Status,
+                         restarts => length(Recent)}),
+            failed({port_exited, Status}, State)
+    end.
+
+%% Counters asked of a program that died are answered from here; its
+%% requests fail.
+reply_pending(State = #state{pending = Pending}) ->
+    maps:foreach(fun(_, {counters, From}) -> gen_server:reply(From, local_counters(#{}, State));
+                    (_, {request, From}) -> gen_server:reply(From, {error, closed})
+                 end, Pending),
+    State#state{pending = #{}}.
+
+send_request(Request, Waiter, State = #state{port = Port, next_id = Id, pending = Pending}) ->
+    true = erlang:port_command(Port, bus_port_frames:request(Id, Request)),
+    State#state{next_id = (Id + 1) band 16#FFFFFFFF, pending = Pending#{Id => Waiter}}.
+
+failed(_Reason, State = #state{status = failed}) ->
+    State;
+failed(Reason, State) ->
+    tell(State, {bus_listener_down, State#state.tag, Reason}),
+    State#state{status = failed}.
+
+enqueue(Item, State = #state{queue = Queue}) ->
+    _ = queue:is_empty(Queue) andalso tell(State, {bus_ready, State#state.tag}),
+    State#state{queue = queue:in(Item, Queue)}.
+
+take_items(Max, State = #state{queue = Queue, stale = Stale, port = Port}) ->
+    {Items, Queue1} = split(Max, Queue),
+    Taken = length([I || I <- Items, I =/= gap]),
+    Fresh = max(0, Taken - Stale),
+    _ = Fresh > 0 andalso Port =/= undefined andalso State#state.status =/= failed
+        andalso erlang:port_command(Port, bus_port_frames:credit(Fresh)),
+    {Items, State#state{queue = Queue1, stale = max(0, Stale - Taken)}}.
+
+split(Max, Queue) ->
+    case queue:len(Queue) =< Max of
+        true -> {queue:to_list(Queue), queue:new()};
+        false ->
+            {Front, Rest} = queue:split(Max, Queue),
+            {queue:to_list(Front), Rest}
+    end.
+
+%% Counters as the program reported them, with what waits here.
+local_counters(Program, #state{queue = Queue, restarted = Restarted, os_pid = OsPid}) ->
+    Here = waiting(Queue),
+    Base = maps:merge(#{taken => 0, delivered => 0, dropped => 0, queued => 0, held_us => 0},
+                      Program),
+    Counters = Base#{queued := maps:get(queued, Base) + Here,
+                     delivered := max(0, maps:get(delivered, Base) - Here),
+                     restarts => Restarted},
+    case OsPid of
+        undefined -> Counters;
+        _ -> Counters#{os_pid => OsPid}
+    end.
+
+%% Messages waiting here (gap markers are none).
+waiting(Queue) ->
+    queue:fold(fun(gap, N) -> N; (_, N) -> N + 1 end, 0, Queue).
+
+tell(#state{owner = Owner}, Message) ->
+    Owner ! Message,
+    true.
