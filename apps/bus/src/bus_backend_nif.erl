@@ -5,11 +5,7 @@
 %% version; a listener's handle names the native module that made it, so
 %% that after a hot upgrade old listeners are still driven by their own
 %% code until they are handed over.
-%%
-%% The native module is loaded on first use (nif/0), not at boot: a
-%% release leaves it out of the modules it loads (apps/bus/lazy_nif.escript),
-%% so that a node whose buses all use the port backend never maps the
-%% library.
+
 -module(bus_backend_nif).
 -behaviour(bus_backend).
 
@@ -30,7 +26,7 @@
 -spec listen(binary(), pid(), reference(), bus_backend:from(), pos_integer()) ->
     {ok, handle()} | {error, bus:reason()}.
 listen(Path, Owner, Tag, From, Window) ->
-    case (nif()):listen(Path, Owner, Tag, From, Window) of
+    case ?NIF:listen(Path, Owner, Tag, From, Window) of
         {ok, Listener} -> {ok, {?NIF, Listener}};
         {error, _} = Error -> Error
     end.
@@ -66,7 +62,7 @@ settle(_Listener) ->
 
 -spec version(handle() | undefined) -> pos_integer().
 version(undefined) ->
-    (nif()):native_version();
+    ?NIF:native_version();
 version({Nif, _}) ->
     Nif:native_version().
 
@@ -83,30 +79,30 @@ broadcast(Path, Message, Timeout, NoWait) ->
 
 -spec create(binary(), boolean()) -> {ok, binary()} | {error, bus:reason()}.
 create(Path, Exclusive) ->
-    (nif()):create(Path, Exclusive).
+    ?NIF:create(Path, Exclusive).
 
 -spec create_random(binary()) -> {ok, binary()} | {error, bus:reason()}.
 create_random(Dir) ->
-    (nif()):create_random(Dir).
+    ?NIF:create_random(Dir).
 
 -spec remove(binary()) -> ok | {error, bus:reason()}.
 remove(Path) ->
-    Result = (nif()):remove(Path),
+    Result = ?NIF:remove(Path),
     ok = forget(Path),
     Result.
 
 -spec chmod(binary(), non_neg_integer()) -> ok | {error, bus:reason()}.
 chmod(Path, Mode) ->
-    (nif()):chmod(Path, Mode).
+    ?NIF:chmod(Path, Mode).
 
 -spec chown(binary(), non_neg_integer() | undefined, non_neg_integer() | undefined) ->
     ok | {error, bus:reason()}.
 chown(Path, Uid, Gid) ->
-    (nif()):chown(Path, Uid, Gid).
+    ?NIF:chown(Path, Uid, Gid).
 
 -spec stat(binary()) -> {ok, map()} | {error, bus:reason()}.
 stat(Path) ->
-    (nif()):stat(Path).
+    ?NIF:stat(Path).
 
 %% Closes the cached writer of a bus (removed, or found gone).
 -spec forget(binary()) -> ok.
@@ -127,26 +123,6 @@ forget_writers() ->
     bus_tables:delete_writers_except(?NIF).
 
 %% Internal.
-
-%% The native module, loaded now if it is not yet. In an embedded node
-%% (a release) modules are loaded only when asked by name; one process at
-%% a time loads it (loading twice would load the library twice).
-nif() ->
-    case erlang:module_loaded(?NIF) of
-        true ->
-            ?NIF;
-        false ->
-            Load = fun() ->
-                case erlang:module_loaded(?NIF) of
-                    true -> {module, ?NIF};
-                    false -> code:load_file(?NIF)
-                end
-            end,
-            case global:trans({{?MODULE, ?NIF}, self()}, Load, [node()]) of
-                {module, ?NIF} -> ?NIF;
-                {error, Reason} -> erlang:error({nif_not_loaded, ?NIF, Reason})
-            end
-    end.
 
 broadcast(Path, Message, Timeout, NoWait, Retries) ->
     case writer(Path) of
@@ -180,7 +156,7 @@ writer(Path) ->
         {ok, Writer} ->
             {ok, Writer, cached};
         _ ->
-            case (nif()):open_writer(Path) of
+            case ?NIF:open_writer(Path) of
                 {ok, Writer} when Cache ->
                     case bus_tables:add_writer(?NIF, Path, Writer) of
                         true ->
