@@ -154,6 +154,9 @@ struct Shared {
     capacity: usize,
     overflow: Overflow,
     stopping: AtomicBool,
+    /// Detach after the next message (see
+    /// [`Subscription::detach_after_next_message`]).
+    after_next: AtomicBool,
     ready_fd: Option<EventFd>,
     notify: Option<Notify>,
 }
@@ -217,7 +220,12 @@ impl Shared {
         }
         let since = Instant::now();
         q.holding_since = Some(since);
-        while q.messages >= self.capacity && !self.stopping.load(Ordering::SeqCst) {
+        // (A detach after the next message ends the hold: the detached
+        // standing holds the writers back all the same.)
+        while q.messages >= self.capacity
+            && !self.stopping.load(Ordering::SeqCst)
+            && !self.after_next.load(Ordering::SeqCst)
+        {
             q = self.room.wait(q).unwrap_or_else(|e| e.into_inner());
         }
         q.holding_since = None;
@@ -269,9 +277,6 @@ pub struct Subscription {
     token: StopToken,
     /// Set before a stop that must keep the standing.
     keep: Arc<AtomicBool>,
-    /// Set to detach after the next message (see
-    /// [`Subscription::detach_after_next_message`]).
-    after_next: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<Exit>>>,
     /// After a detach: the standing and the bus, until taken over (then
     /// simply dropped: the bus is closed, not left) or left.
@@ -316,18 +321,14 @@ impl Subscription {
             capacity: options.capacity.max(1),
             overflow: options.overflow,
             stopping: AtomicBool::new(false),
+            after_next: AtomicBool::new(false),
             ready_fd,
             notify: options.notify,
         });
         let token = StopToken::new();
         let keep = Arc::new(AtomicBool::new(false));
-        let after_next = Arc::new(AtomicBool::new(false));
-        let (thread_shared, thread_token, thread_keep, thread_after_next) = (
-            shared.clone(),
-            token.clone(),
-            keep.clone(),
-            after_next.clone(),
-        );
+        let (thread_shared, thread_token, thread_keep) =
+            (shared.clone(), token.clone(), keep.clone());
         let from = options.from;
         let thread = std::thread::Builder::new()
             .name("bus-subscription".into())
@@ -336,7 +337,6 @@ impl Subscription {
                 let stops = Stops {
                     token: &thread_token,
                     keep: &thread_keep,
-                    after_next: &thread_after_next,
                 };
                 listen(bus, from, &thread_shared, &stops)
             })
@@ -345,7 +345,6 @@ impl Subscription {
             shared,
             token,
             keep,
-            after_next,
             thread: Mutex::new(Some(thread)),
             detached: Mutex::new(None),
         })
@@ -499,7 +498,13 @@ impl Subscription {
     /// [`Subscription::stop`] meanwhile makes it leave; that stop may
     /// return first, this call once it has left).
     pub fn detach_after_next_message(&self) -> Option<Standing> {
-        self.after_next.store(true, Ordering::SeqCst);
+        self.shared.after_next.store(true, Ordering::SeqCst);
+        {
+            // A listener holding the bus (its queue full) stops holding:
+            // it has taken its next message already.
+            let _q = self.shared.lock();
+            self.shared.room.notify_all();
+        }
         match self.join() {
             Some(Exit::Detached(standing, bus)) => {
                 *self.detached.lock().unwrap_or_else(|e| e.into_inner()) = Some((standing, bus));
@@ -566,22 +571,18 @@ impl Drop for Ending<'_> {
     }
 }
 
-/// How the listener thread is told to stop: its token, whether to keep
-/// its standing, and whether to stop after the next message.
+/// How the listener thread is told to stop: its token, and whether to
+/// keep its standing (the shared state says whether to stop after the
+/// next message).
 #[derive(Clone, Copy)]
 struct Stops<'a> {
     token: &'a StopToken,
     keep: &'a AtomicBool,
-    after_next: &'a AtomicBool,
 }
 
 /// The listener thread.
 fn listen(bus: Bus, from: Option<Standing>, shared: &Shared, stops: &Stops<'_>) -> Exit {
-    let Stops {
-        token,
-        keep,
-        after_next,
-    } = *stops;
+    let Stops { token, keep } = *stops;
     let _ending = Ending(shared);
     let options = ReadOptions {
         deadline: None,
@@ -603,7 +604,7 @@ fn listen(bus: Bus, from: Option<Standing>, shared: &Shared, stops: &Stops<'_>) 
                 }
                 Heard::Message { .. } => {
                     shared.after(was_empty.get());
-                    if after_next.load(Ordering::SeqCst) {
+                    if shared.after_next.load(Ordering::SeqCst) {
                         // Acknowledged, not re-armed: the loop's next step
                         // sees the token and hands back this standing.
                         keep.store(true, Ordering::SeqCst);

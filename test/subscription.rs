@@ -260,6 +260,31 @@ fn handover_to_a_fresh_join_loses_and_repeats_nothing() {
     dog.finish();
 }
 
+/// A listener holding the bus (its queue full) has taken its next message
+/// already: a detach after the next message ends the hold at once, the
+/// detached standing holding the writers back instead; a new listener then
+/// gets what follows.
+#[test]
+fn detach_after_next_message_ends_a_hold() {
+    let bus = TempBus::new("sub-detach-hold");
+    let sub = Subscription::start(&bus.path, options(2, Overflow::Hold)).unwrap();
+    let w = Bus::open(&bus.path, Access::Write).unwrap();
+    send(&w, "0 a");
+    send(&w, "0 b");
+    assert_eq!(sub.detach_after_next_message(), Some(Standing::Acked));
+    let old: Vec<String> = sub.drain(usize::MAX).iter().map(text).collect();
+    assert_eq!(old, ["0 a", "0 b"]);
+    let new = Subscription::start(&bus.path, options(2, Overflow::Hold)).unwrap();
+    sub.leave_detached();
+    send(&w, "0 c");
+    assert_eq!(
+        text(&new.next(Some(Duration::from_secs(10))).unwrap()),
+        "0 c"
+    );
+    drop(new);
+    assert_eq!(bus::stat(&bus.path).unwrap().listeners(), 0);
+}
+
 /// A stop while a detach after the next message waits leaves the bus.
 #[test]
 fn stop_while_waiting_to_detach_leaves() {
