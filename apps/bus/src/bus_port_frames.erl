@@ -7,7 +7,7 @@
 %% the decoder.
 -module(bus_port_frames).
 
--export([listen/2, credit/1, stop/0, request/2, decode/1, atoms/0]).
+-export([listen/2, credit/1, stop/0, hand_over/0, request/2, decode/1, atoms/0]).
 
 -export_type([request/0, frame/0]).
 
@@ -26,6 +26,7 @@
 
 -type frame() :: {hello, Version :: non_neg_integer(), OsPid :: non_neg_integer()}
                | listening
+               | held
                | {item, bus_backend:item()}
                | {failed, term()}
                | {reply, Id :: non_neg_integer(), term()}
@@ -48,6 +49,12 @@ credit(N) ->
 -spec stop() -> binary().
 stop() ->
     <<$S>>.
+
+%% Hand the listener over to a new program: after its next message it
+%% stops just before re-arming, holding the writers back, and says `A'.
+-spec hand_over() -> binary().
+hand_over() ->
+    <<$U>>.
 
 -spec request(non_neg_integer(), request()) -> iodata().
 request(Id, {broadcast, Path, Message, Timeout, NoWait}) ->
@@ -75,6 +82,7 @@ request(Id, {forget, Path}) ->
 -spec decode(binary()) -> frame().
 decode(<<$H, Version:32, OsPid:32>>) -> {hello, Version, OsPid};
 decode(<<$J>>) -> listening;
+decode(<<$A>>) -> held;
 decode(<<$M, Message/binary>>) -> {item, Message};
 decode(<<$W, Message/binary>>) -> {item, {own, Message}};
 decode(<<$D, N:64>>) when N > 0 -> {item, {dropped, N}};

@@ -17,14 +17,24 @@
 %% missing, after everything the dead program sent. More than ?MAX_RESTARTS
 %% restarts in ?RESTART_PERIOD ms and the listener is down with
 %% `{port_exited, Status}'.
+%%
+%% Renewing the program (a release upgrade that ships a new one): the old
+%% program is told `U'; after its next message it stops just before
+%% re-arming, holding the bus's writers back, and says `A'; a new program
+%% joins; then the old one leaves. Nothing is lost or repeated and no gap
+%% is told (the handover the spin model checks: test/model/bus.pml,
+%% HANDOVER). It waits for that next message: on an idle bus, until one
+%% comes.
 -module(bus_port_listener).
 -behaviour(gen_server).
 
 -include_lib("kernel/include/logger.hrl").
 
--export([start_link/4, take/2, stop/1, counters/1, request/2, os_pid/1]).
+-export([start_link/4, take/2, stop/1, counters/1, request/2, os_pid/1, renew/2]).
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2,
-         terminate/2]).
+         terminate/2, code_change/3]).
+
+-export_type([renewal/0]).
 
 -define(MAX_RESTARTS, 5).
 -define(RESTART_PERIOD, 10000).
@@ -32,6 +42,10 @@
 %% its stdin (which makes it leave too).
 -define(STOP_TIMEOUT, 5000).
 -define(CALL_TIMEOUT, 5000).
+
+%% changed: renew a program started from another executable than the
+%% one this code would start; all: renew it whatever it is.
+-type renewal() :: changed | all.
 
 -record(state, {
     path :: binary(),
@@ -53,8 +67,17 @@
     next_id = 0 :: non_neg_integer(),
     %% Requests sent to the program, by Id.
     pending = #{} :: #{non_neg_integer() => {counters | request, gen_server:from()}},
-    stopping :: gen_server:from() | undefined
+    stopping :: gen_server:from() | undefined,
+    %% Since 0.11.0. The executable the running program was started from
+    %% (undefined: started by 0.10.0 code).
+    exe :: file:filename() | undefined,
+    %% A renewal under way: asked (U sent), or joining (A came: the new
+    %% program is joining while the old one, Old, holds the writers).
+    renewing = false :: false | asked | {joining, Old :: port()}
 }).
+
+%% The fields of 0.10.0's state (code_change/3).
+-define(FIELDS_0_10_0, 15).
 
 %% API.
 
@@ -95,6 +118,13 @@ request(Pid, Request) ->
     try gen_server:call(Pid, {request, Request}, infinity)
     catch exit:{noproc, _} -> {error, closed}
     end.
+
+%% Renews the program if it is one to renew (see renewal()): at once if a
+%% renewal can start, else not at all (a program still joining, failed,
+%% or being renewed already).
+-spec renew(pid(), renewal()) -> ok.
+renew(Pid, Which) ->
+    gen_server:cast(Pid, {renew, Which}).
 
 %% The OS pid of the running program (for tests and operators).
 -spec os_pid(pid()) -> non_neg_integer() | undefined.
@@ -143,12 +173,30 @@ handle_call(_Request, _From, State) ->
     {reply, {error, unknown_request}, State}.
 
 -spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
+handle_cast({renew, Which}, State = #state{status = listening, renewing = false,
+                                           port = Port, exe = Exe})
+  when Port =/= undefined ->
+    case Which =:= all orelse Exe =/= bus_port_program:executable() of
+        true ->
+            true = erlang:port_command(Port, bus_port_frames:hand_over()),
+            {noreply, State#state{renewing = asked}};
+        false ->
+            {noreply, State}
+    end;
 handle_cast(_Msg, State) ->
     {noreply, State}.
 
 -spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, normal, #state{}}.
 handle_info({Port, {data, Data}}, State = #state{port = Port}) ->
     {noreply, frame(bus_port_frames:decode(Data), State)};
+handle_info({Old, {exit_status, _}}, State = #state{renewing = {joining, Old}}) ->
+    %% The old program died while holding the writers for the new one:
+    %% its hold is undone, so messages may be missed until the new joins.
+    ?LOG_WARNING(#{what => port_program_renewal_broken}),
+    {noreply, enqueue(gap, State#state{renewing = false})};
+handle_info({Old, _}, State) when is_port(Old), Old =/= State#state.port ->
+    %% A renewed program leaving (its exit status), or one already closed.
+    {noreply, State};
 handle_info({Port, {exit_status, Status}}, State = #state{port = Port, stopping = undefined}) ->
     {noreply, program_died(Status, State#state{port = undefined, os_pid = undefined})};
 handle_info({Port, {exit_status, _}}, State = #state{port = Port, stopping = From}) ->
@@ -168,6 +216,7 @@ handle_info(stop_timeout, State = #state{stopping = From}) when From =/= undefin
 handle_info({'DOWN', _, process, Owner, _}, State = #state{owner = Owner}) ->
     %% Closing its stdin makes the program leave the bus.
     ok = bus_port_program:close(State#state.port),
+    ok = close_old(State),
     {stop, normal, State#state{port = undefined}};
 handle_info(_Info, State) ->
     {noreply, State}.
@@ -175,10 +224,27 @@ handle_info(_Info, State) ->
 -spec terminate(term(), #state{}) -> ok.
 terminate(Reason, State = #state{port = Port}) ->
     ok = bus_port_program:close(Port),
+    ok = close_old(State),
     _ = Reason =/= normal andalso Reason =/= shutdown
         andalso State#state.status =/= failed
         andalso tell(State, {bus_listener_down, State#state.tag, {port_listener, Reason}}),
     ok.
+
+%% From 0.10.0 (no renewal then) and back (a renewal under way is cut
+%% short: the old program leaves, and messages may be missed until the
+%% new one joins).
+-spec code_change(term(), tuple(), term()) -> {ok, tuple()}.
+code_change({down, _Vsn}, State = #state{}, _Extra) ->
+    ok = close_old(State),
+    State1 = case State#state.renewing of
+        {joining, _} -> enqueue(gap, State);
+        _ -> State
+    end,
+    {ok, list_to_tuple(lists:sublist(tuple_to_list(State1), ?FIELDS_0_10_0 + 1))};
+code_change(_OldVsn, State, _Extra) when tuple_size(State) =:= ?FIELDS_0_10_0 + 1 ->
+    {ok, list_to_tuple(tuple_to_list(State) ++ [undefined, false])};
+code_change(_OldVsn, State, _Extra) ->
+    {ok, State}.
 
 %% Internal.
 
@@ -187,10 +253,32 @@ start_program(State) ->
         {ok, Port} ->
             Half = (State#state.window + 1) div 2,
             true = erlang:port_command(Port, bus_port_frames:listen(State#state.path, Half)),
-            State#state{port = Port, status = hello};
+            State#state{port = Port, status = hello, exe = bus_port_program:executable()};
         {error, Reason} ->
             failed(Reason, State)
     end.
+
+%% The old program holds the writers: the new one joins (its J then
+%% makes the old one leave). What the old one sent gives the new no
+%% credit.
+held(State = #state{port = Old, renewing = asked}) ->
+    State1 = start_program(State#state{stale = waiting(State#state.queue)}),
+    case State1 of
+        #state{status = failed} ->
+            %% No new program: the old one leaves, the listener is down.
+            ok = bus_port_program:close(Old),
+            State1#state{renewing = false};
+        _ ->
+            State1#state{renewing = {joining, Old}}
+    end;
+held(State) ->
+    ?LOG_ERROR(#{what => port_program_bad_frame, frame => held}),
+    State.
+
+close_old(#state{renewing = {joining, Old}}) ->
+    bus_port_program:close(Old);
+close_old(_State) ->
+    ok.
 
 frame(Frame, State = #state{status = hello}) ->
     case bus_port_program:hello(Frame) of
@@ -201,6 +289,12 @@ frame(Frame, State = #state{status = hello}) ->
             ok = bus_port_program:close(State#state.port),
             failed(Reason, State#state{port = undefined})
     end;
+frame(listening, State = #state{renewing = {joining, Old}}) ->
+    %% The new program is counted: the old one leaves, and the writers go
+    %% on, to the new one only.
+    _ = erlang:port_command(Old, bus_port_frames:stop()),
+    ?LOG_NOTICE(#{what => port_program_renewed, os_pid => State#state.os_pid}),
+    State#state{status = listening, renewing = false};
 frame(listening, State = #state{told_listening = false}) ->
     tell(State, {bus_listening, State#state.tag}),
     State#state{status = listening, told_listening = true};
@@ -208,6 +302,8 @@ frame(listening, State) ->
     State#state{status = listening};
 frame({item, Item}, State) ->
     enqueue(Item, State);
+frame(held, State) ->
+    held(State);
 frame({failed, Reason}, State) ->
     failed(Reason, State);
 frame({reply, Id, Reply}, State = #state{pending = Pending}) ->
@@ -239,7 +335,11 @@ frame({malformed, Data}, State) ->
 program_died(Status, State = #state{status = failed}) ->
     ?LOG_NOTICE(#{what => port_program_exited, status => Status}),
     State;
-program_died(Status, State0) ->
+program_died(Status, State00) ->
+    %% A new program that died while the old one held the writers: the old
+    %% one leaves too (the restart below joins afresh, after a gap).
+    ok = close_old(State00),
+    State0 = State00#state{renewing = false},
     Now = erlang:monotonic_time(millisecond),
     Recent = [T || T <- State0#state.restarts, Now - T < ?RESTART_PERIOD],
     State = reply_pending(State0),

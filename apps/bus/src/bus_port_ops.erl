@@ -6,22 +6,31 @@
 %% no scheduler is occupied while it waits. This process only relays
 %% frames, never waits. The program is started on first use; if it dies,
 %% the requests it had not answered fail with `{port_exited, Status}' and
-%% the next request starts another.
+%% the next request starts another. Renewed (a release upgrade that ships
+%% a new program), it answers what it was asked, then leaves; new requests
+%% go to a new program.
 -module(bus_port_ops).
 -behaviour(gen_server).
 
 -include_lib("kernel/include/logger.hrl").
 
--export([start_link/0, request/1, os_pid/0]).
--export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+-export([start_link/0, request/1, os_pid/0, renew/1]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2, code_change/3]).
 
 -record(state, {
     port :: port() | undefined,
     os_pid :: non_neg_integer() | undefined,
     hello = false :: boolean(),
     next_id = 0 :: non_neg_integer(),
-    pending = #{} :: #{non_neg_integer() => gen_server:from() | none}
+    pending = #{} :: #{non_neg_integer() => gen_server:from() | none},
+    %% Since 0.11.0. Renewed programs still answering, and the requests
+    %% each is still to answer; the running program's executable.
+    retiring = #{} :: #{port() => #{non_neg_integer() => gen_server:from() | none}},
+    exe :: file:filename() | undefined
 }).
+
+%% The fields of 0.10.0's state (code_change/3).
+-define(FIELDS_0_10_0, 5).
 
 %% API.
 
@@ -37,6 +46,11 @@ request(Request) ->
     try gen_server:call(?MODULE, {request, Request}, infinity)
     catch exit:{noproc, _} -> once(Request)
     end.
+
+%% Renews the program (bus_port_listener:renewal()).
+-spec renew(bus_port_listener:renewal()) -> ok.
+renew(Which) ->
+    gen_server:cast(?MODULE, {renew, Which}).
 
 -spec os_pid() -> non_neg_integer() | undefined.
 os_pid() ->
@@ -74,6 +88,11 @@ handle_call(_Request, _From, State) ->
     {reply, {error, unknown_request}, State}.
 
 -spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
+handle_cast({renew, Which}, State = #state{port = Port, exe = Exe}) when Port =/= undefined ->
+    case Which =:= all orelse Exe =/= bus_port_program:executable() of
+        true -> {noreply, retire(State)};
+        false -> {noreply, State}
+    end;
 handle_cast(_Msg, State) ->
     {noreply, State}.
 
@@ -88,12 +107,32 @@ handle_info({'EXIT', Port, Reason}, State = #state{port = Port}) ->
     ?LOG_WARNING(#{what => port_program_exited, role => ops, reason => Reason,
                    unanswered => map_size(State#state.pending)}),
     {noreply, fail_all({port_closed, Reason}, State)};
+handle_info({Old, Message}, State = #state{retiring = Retiring}) when is_map_key(Old, Retiring) ->
+    {noreply, retiring(Old, Message, State)};
+handle_info({'EXIT', Old, Reason}, State = #state{retiring = Retiring})
+  when is_map_key(Old, Retiring) ->
+    {noreply, retiring(Old, {exit_status, {port_closed, Reason}}, State)};
 handle_info(_Info, State) ->
     {noreply, State}.
 
 -spec terminate(term(), #state{}) -> ok.
-terminate(_Reason, #state{port = Port}) ->
+terminate(_Reason, #state{port = Port, retiring = Retiring}) ->
+    _ = [bus_port_program:close(Old) || Old <- maps:keys(Retiring)],
     bus_port_program:close(Port).
+
+%% From 0.10.0 (nothing retiring) and back (programs still retiring are
+%% closed: what they had not answered fails).
+-spec code_change(term(), tuple(), term()) -> {ok, tuple()}.
+code_change({down, _Vsn}, State = #state{retiring = Retiring}, _Extra) ->
+    maps:foreach(fun(Old, Pending) ->
+                         ok = bus_port_program:close(Old),
+                         reply_all(Pending, {error, closed})
+                 end, Retiring),
+    {ok, list_to_tuple(lists:sublist(tuple_to_list(State), ?FIELDS_0_10_0 + 1))};
+code_change(_OldVsn, State, _Extra) when tuple_size(State) =:= ?FIELDS_0_10_0 + 1 ->
+    {ok, list_to_tuple(tuple_to_list(State) ++ [#{}, undefined])};
+code_change(_OldVsn, State, _Extra) ->
+    {ok, State}.
 
 %% Internal.
 
@@ -128,8 +167,10 @@ await_once(Port, Hello) ->
 
 program(State = #state{port = undefined}) ->
     case bus_port_program:open() of
-        {ok, Port} -> {ok, State#state{port = Port, hello = false}};
-        {error, _} = Error -> Error
+        {ok, Port} ->
+            {ok, State#state{port = Port, hello = false, exe = bus_port_program:executable()}};
+        {error, _} = Error ->
+            Error
     end;
 program(State) ->
     {ok, State}.
@@ -159,6 +200,49 @@ frame({complaint, Text}, State) ->
 frame(Other, State) ->
     ?LOG_ERROR(#{what => port_program_bad_frame, role => ops, frame => Other}),
     State.
+
+%% The running program answers what it was asked, then leaves; the next
+%% request starts a new one.
+retire(State = #state{port = Port, pending = Pending, retiring = Retiring}) ->
+    State1 = State#state{port = undefined, os_pid = undefined, hello = false, pending = #{}},
+    case map_size(Pending) of
+        0 ->
+            ok = bus_port_program:close(Port),
+            State1;
+        _ ->
+            State1#state{retiring = Retiring#{Port => Pending}}
+    end.
+
+%% A message of a retiring program: a reply, or its end.
+retiring(Old, {data, Data}, State = #state{retiring = Retiring}) ->
+    Pending = maps:get(Old, Retiring),
+    Pending1 = case bus_port_frames:decode(Data) of
+        {reply, Id, Reply} ->
+            case maps:take(Id, Pending) of
+                {none, P} -> P;
+                {From, P} -> gen_server:reply(From, Reply), P;
+                error -> Pending
+            end;
+        _ ->
+            Pending
+    end,
+    case map_size(Pending1) of
+        0 ->
+            ok = bus_port_program:close(Old),
+            State#state{retiring = maps:remove(Old, Retiring)};
+        _ ->
+            State#state{retiring = Retiring#{Old := Pending1}}
+    end;
+retiring(Old, {exit_status, Status}, State = #state{retiring = Retiring}) ->
+    reply_all(maps:get(Old, Retiring), {error, {port_exited, Status}}),
+    State#state{retiring = maps:remove(Old, Retiring)};
+retiring(_Old, _Message, State) ->
+    State.
+
+reply_all(Pending, Reply) ->
+    maps:foreach(fun(_, none) -> ok;
+                    (_, From) -> gen_server:reply(From, Reply)
+                 end, Pending).
 
 %% The program is gone or unusable: every request not answered fails.
 fail_all(Reason, State = #state{port = Port, pending = Pending}) ->

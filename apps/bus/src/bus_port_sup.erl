@@ -4,7 +4,7 @@
 -module(bus_port_sup).
 -behaviour(supervisor).
 
--export([start_link/0, start_listener/4]).
+-export([start_link/0, start_listener/4, renew_programs/1]).
 -export([init/1]).
 
 -spec start_link() -> {ok, pid()}.
@@ -18,6 +18,16 @@ start_listener(Path, Owner, Tag, Window) ->
         {ok, Pid} -> {ok, Pid};
         {error, _} = Error -> Error
     end.
+
+%% Renews the port programs (bus_port_listener:renewal()): run by a
+%% release upgrade (`changed': those the new release ships anew), each
+%% listener's by an exact handover, the request program's once it has
+%% answered what it was asked.
+-spec renew_programs(bus_port_listener:renewal()) -> ok.
+renew_programs(Which) ->
+    _ = [bus_port_listener:renew(Pid, Which)
+         || {_, Pid, _, _} <- supervisor:which_children(?MODULE), is_pid(Pid)],
+    bus_port_ops:renew(Which).
 
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->

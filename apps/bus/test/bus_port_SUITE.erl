@@ -15,7 +15,7 @@
 -export([nif_never_loaded/1, killed_program_is_a_gap/1, killed_node_leaves_no_program/1,
          bad_frames_are_logged_not_fatal/1, waiting_broadcasts_hold_no_scheduler/1,
          c_library_writes_back_to_back/1, frames_decode_strictly/1,
-         downgrade_moves_a_port_bus_to_the_nif/1]).
+         downgrade_moves_a_port_bus_to_the_nif/1, renewed_programs_lose_and_repeat_nothing/1]).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
@@ -23,7 +23,7 @@ all() ->
     [nif_never_loaded, killed_program_is_a_gap, killed_node_leaves_no_program,
      bad_frames_are_logged_not_fatal, waiting_broadcasts_hold_no_scheduler,
      c_library_writes_back_to_back, frames_decode_strictly,
-     downgrade_moves_a_port_bus_to_the_nif].
+     downgrade_moves_a_port_bus_to_the_nif, renewed_programs_lose_and_repeat_nothing].
 
 init_per_suite(Config) ->
     Config1 = bus_test_lib:start(Config),
@@ -197,7 +197,50 @@ downgrade_moves_a_port_bus_to_the_nif(Config) ->
     ok = bus:unsubscribe(Bus),
     ok = bus_test_lib:wait_listeners(Bus, 0).
 
+%% Renewing the port programs (what a release upgrade that ships new ones
+%% does) under back-to-back broadcasts, three times: each time the bus's
+%% program hands its place to a new one, and the request program is
+%% replaced; the subscriber gets every message once, in order, with no
+%% gap.
+renewed_programs_lose_and_repeat_nothing(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    ok = bus:subscribe(Bus),
+    Self = self(),
+    Writer = spawn_link(fun() -> bus_test_lib:write_until_stopped(Bus, 1, Self) end),
+    Renew = fun(Round) ->
+        #{listener := #{os_pid := Before}} = bus:info(Bus),
+        OpsBefore = bus_port_ops:os_pid(),
+        ok = bus_port_sup:renew_programs(all),
+        %% No message says the switch is done: poll, bounded.
+        ok = bus_test_lib:wait_until(fun() ->
+                 #{listener := #{os_pid := P}} = bus:info(Bus),
+                 P =/= Before andalso bus_port_ops:os_pid() =/= OpsBefore
+             end, 10000),
+        ct:log("round ~b: program ~b -> ~p", [Round, Before, maps:get(os_pid, maps:get(listener, bus:info(Bus)))])
+    end,
+    [Renew(R) || R <- [1, 2, 3]],
+    Writer ! stop,
+    Last = receive {written, L} -> L after 10000 -> ct:fail(writer_stuck) end,
+    Got = receive_all(Bus, Last, []),
+    ?assertEqual(lists:seq(1, Last), Got),
+    #{listener := #{restarts := 0}} = bus:info(Bus),
+    ok = bus:unsubscribe(Bus),
+    ok = bus_test_lib:wait_listeners(Bus, 0).
+
 %% Internal.
+
+%% Every message up to the one numbered Last; a gap notice fails.
+receive_all(Bus, Last, Acc) ->
+    receive
+        {bus, Bus, M} ->
+            case binary_to_integer(M) of
+                Last -> lists:reverse([Last | Acc]);
+                I -> receive_all(Bus, Last, [I | Acc])
+            end;
+        {bus_gap, Bus} ->
+            ct:fail({gap_after, length(Acc)})
+    after 10000 -> ct:fail({missing_after, length(Acc)})
+    end.
 
 alive(OsPid) ->
     filelib:is_dir("/proc/" ++ integer_to_list(OsPid)).

@@ -5,7 +5,7 @@
 
 -export([start/1, stop/1, new_bus/1, new_bus/2, track/2, cleanup/1]).
 -export([backend_groups/1, use_backend/2, backend/1]).
--export([receive_numbers/2, gap_then_in_order/2]).
+-export([receive_numbers/2, gap_then_in_order/2, write_until_stopped/3]).
 -export([cli/0, cli/1, spawn_cli/2, os_kill/2, listeners/1, wait_listeners/2,
          wait_until/2, flush/0, ipc_keys/0, sysv_mappings/0]).
 
