@@ -73,7 +73,9 @@
     exe :: file:filename() | undefined,
     %% A renewal under way: asked (U sent), or joining (A came: the new
     %% program is joining while the old one, Old, holds the writers).
-    renewing = false :: false | asked | {joining, Old :: port()}
+    renewing = false :: false | asked | {joining, Old :: port()},
+    %% Renewed programs not yet gone, and the requests they still owe.
+    retired = #{} :: #{port() => [non_neg_integer()]}
 }).
 
 %% The fields of 0.10.0's state (code_change/3).
@@ -193,10 +195,15 @@ handle_info({Old, {exit_status, _}}, State = #state{renewing = {joining, Old}}) 
     %% The old program died while holding the writers for the new one:
     %% its hold is undone, so messages may be missed until the new joins.
     ?LOG_WARNING(#{what => port_program_renewal_broken}),
-    {noreply, enqueue(gap, State#state{renewing = false})};
-handle_info({Old, _}, State) when is_port(Old), Old =/= State#state.port ->
-    %% A renewed program leaving (its exit status), or one already closed.
-    {noreply, State};
+    {noreply, gone_old(Old, enqueue(gap, State#state{renewing = false}))};
+handle_info({Old, {data, Data}}, State) when is_port(Old), Old =/= State#state.port ->
+    %% A renewed program answering what it was asked before the switch.
+    case bus_port_frames:decode(Data) of
+        {reply, _, _} = Reply -> {noreply, frame(Reply, State)};
+        _ -> {noreply, State}
+    end;
+handle_info({Old, {exit_status, _}}, State) when is_port(Old), Old =/= State#state.port ->
+    {noreply, gone_old(Old, State)};
 handle_info({Port, {exit_status, Status}}, State = #state{port = Port, stopping = undefined}) ->
     {noreply, program_died(Status, State#state{port = undefined, os_pid = undefined})};
 handle_info({Port, {exit_status, _}}, State = #state{port = Port, stopping = From}) ->
@@ -236,13 +243,18 @@ terminate(Reason, State = #state{port = Port}) ->
 -spec code_change(term(), tuple(), term()) -> {ok, tuple()}.
 code_change({down, _Vsn}, State = #state{}, _Extra) ->
     ok = close_old(State),
-    State1 = case State#state.renewing of
+    State0 = case State#state.renewing of
         {joining, _} -> enqueue(gap, State);
         _ -> State
     end,
+    %% Renewed programs still finishing are closed, what they owe answered.
+    State1 = maps:fold(fun(Old, _, S) ->
+                               ok = bus_port_program:close(Old),
+                               gone_old(Old, S)
+                       end, State0, State0#state.retired),
     {ok, list_to_tuple(lists:sublist(tuple_to_list(State1), ?FIELDS_0_10_0 + 1))};
 code_change(_OldVsn, State, _Extra) when tuple_size(State) =:= ?FIELDS_0_10_0 + 1 ->
-    {ok, list_to_tuple(tuple_to_list(State) ++ [undefined, false])};
+    {ok, list_to_tuple(tuple_to_list(State) ++ [undefined, false, #{}])};
 code_change(_OldVsn, State, _Extra) ->
     {ok, State}.
 
@@ -262,7 +274,9 @@ start_program(State) ->
 %% makes the old one leave). What the old one sent gives the new no
 %% credit.
 held(State = #state{port = Old, renewing = asked}) ->
-    State1 = start_program(State#state{stale = waiting(State#state.queue)}),
+    State1 = start_program(State#state{stale = waiting(State#state.queue),
+                                       retired = (State#state.retired)#{
+                                           Old => maps:keys(State#state.pending)}}),
     case State1 of
         #state{status = failed} ->
             %% No new program: the old one leaves, the listener is down.
@@ -274,6 +288,21 @@ held(State = #state{port = Old, renewing = asked}) ->
 held(State) ->
     ?LOG_ERROR(#{what => port_program_bad_frame, frame => held}),
     State.
+
+%% A renewed program has gone: what it still owed is answered here.
+gone_old(Old, State = #state{retired = Retired}) ->
+    Owed = maps:get(Old, Retired, []),
+    {Gone, Pending} = maps:fold(fun(Id, Waiter, {G, P}) ->
+                                    case lists:member(Id, Owed) of
+                                        true -> {[Waiter | G], P};
+                                        false -> {G, P#{Id => Waiter}}
+                                    end
+                                end, {[], #{}}, State#state.pending),
+    State1 = State#state{pending = Pending, retired = maps:remove(Old, Retired)},
+    lists:foreach(fun({counters, From}) -> gen_server:reply(From, local_counters(#{}, State1));
+                     ({request, From}) -> gen_server:reply(From, {error, closed})
+                  end, Gone),
+    State1.
 
 close_old(#state{renewing = {joining, Old}}) ->
     bus_port_program:close(Old);

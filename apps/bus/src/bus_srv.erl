@@ -195,7 +195,13 @@ handle_call({subscribe, _, _, _}, _From, State = #state{status = {failed, Reason
         {stop, normal, State1} -> {stop, normal, {error, Reason}, State1};
         {noreply, State1} -> {reply, {error, Reason}, State1}
     end;
-handle_call({subscribe, Pid, Name, Options}, From, State = #state{path = Path}) ->
+handle_call({subscribe, Pid, Name, Options}, From, State0 = #state{path = Path}) ->
+    %% Like activate: what was broadcast before this call is forwarded (or
+    %% held) first, under the options it was broadcast under.
+    State = case State0#state.status of
+        listening -> take(infinity, settle(State0));
+        _ -> State0
+    end,
     true = bus_tables:add_subscription(Path, Pid, Name, Options),
     State1 = resume(add(Pid, Name, Options, State)),
     case State1#state.status of
