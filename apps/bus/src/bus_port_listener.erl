@@ -30,7 +30,7 @@
 
 -include_lib("kernel/include/logger.hrl").
 
--export([start_link/4, take/2, stop/1, counters/1, request/2, os_pid/1, renew/2]).
+-export([start_link/4, take/2, stop/1, counters/1, request/2, renew/2]).
 -export([init/1, handle_continue/2, handle_call/3, handle_cast/2, handle_info/2,
          terminate/2, code_change/3]).
 
@@ -128,11 +128,6 @@ request(Pid, Request) ->
 renew(Pid, Which) ->
     gen_server:cast(Pid, {renew, Which}).
 
-%% The OS pid of the running program (for tests and operators).
--spec os_pid(pid()) -> non_neg_integer() | undefined.
-os_pid(Pid) ->
-    gen_server:call(Pid, os_pid, ?CALL_TIMEOUT).
-
 %% gen_server.
 
 -spec init({binary(), pid(), reference(), pos_integer()}) ->
@@ -163,8 +158,6 @@ handle_call({request, Request}, From, State = #state{port = Port}) when Port =/=
     {noreply, send_request(Request, {request, From}, State)};
 handle_call({request, _}, _From, State) ->
     {reply, {error, closed}, State};
-handle_call(os_pid, _From, State) ->
-    {reply, State#state.os_pid, State};
 handle_call(stop, _From, State = #state{port = undefined}) ->
     {stop, normal, ok, State};
 handle_call(stop, From, State = #state{port = Port}) ->
@@ -290,18 +283,11 @@ held(State) ->
     State.
 
 %% A renewed program has gone: what it still owed is answered here.
-gone_old(Old, State = #state{retired = Retired}) ->
+gone_old(Old, State = #state{retired = Retired, pending = Pending}) ->
     Owed = maps:get(Old, Retired, []),
-    {Gone, Pending} = maps:fold(fun(Id, Waiter, {G, P}) ->
-                                    case lists:member(Id, Owed) of
-                                        true -> {[Waiter | G], P};
-                                        false -> {G, P#{Id => Waiter}}
-                                    end
-                                end, {[], #{}}, State#state.pending),
-    State1 = State#state{pending = Pending, retired = maps:remove(Old, Retired)},
-    lists:foreach(fun({counters, From}) -> gen_server:reply(From, local_counters(#{}, State1));
-                     ({request, From}) -> gen_server:reply(From, {error, closed})
-                  end, Gone),
+    State1 = State#state{pending = maps:without(Owed, Pending),
+                         retired = maps:remove(Old, Retired)},
+    answer_lost(maps:values(maps:with(Owed, Pending)), State1),
     State1.
 
 close_old(#state{renewing = {joining, Old}}) ->
@@ -387,10 +373,15 @@ program_died(Status, State00) ->
 %% Counters asked of a program that died are answered from here; its
 %% requests fail.
 reply_pending(State = #state{pending = Pending}) ->
-    maps:foreach(fun(_, {counters, From}) -> gen_server:reply(From, local_counters(#{}, State));
-                    (_, {request, From}) -> gen_server:reply(From, {error, closed})
-                 end, Pending),
+    answer_lost(maps:values(Pending), State),
     State#state{pending = #{}}.
+
+%% Waiters whose program went without answering: counters from here,
+%% requests fail.
+answer_lost(Waiters, State) ->
+    lists:foreach(fun({counters, From}) -> gen_server:reply(From, local_counters(#{}, State));
+                     ({request, From}) -> gen_server:reply(From, {error, closed})
+                  end, Waiters).
 
 send_request(Request, Waiter, State = #state{port = Port, next_id = Id, pending = Pending}) ->
     true = erlang:port_command(Port, bus_port_frames:request(Id, Request)),

@@ -247,7 +247,5 @@ reply_all(Pending, Reply) ->
 %% The program is gone or unusable: every request not answered fails.
 fail_all(Reason, State = #state{port = Port, pending = Pending}) ->
     ok = bus_port_program:close(Port),
-    maps:foreach(fun(_, none) -> ok;
-                    (_, From) -> gen_server:reply(From, {error, Reason})
-                 end, Pending),
+    reply_all(Pending, {error, Reason}),
     State#state{port = undefined, os_pid = undefined, hello = false, pending = #{}}.

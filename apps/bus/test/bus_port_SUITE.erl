@@ -156,7 +156,7 @@ c_library_writes_back_to_back(Config) ->
     Bus = bus_test_lib:new_bus(Config),
     ok = bus:subscribe(Bus, #{max_mailbox => 100000}),
     N = 20000,
-    {0, _} = run(Writer, [binary_to_list(Bus), integer_to_list(N)]),
+    {0, _} = bus_test_lib:run(Writer, [binary_to_list(Bus), integer_to_list(N)], 60000),
     ?assertEqual(lists:seq(1, N), bus_test_lib:receive_numbers(Bus, N)),
     ok = bus:unsubscribe(Bus).
 
@@ -282,15 +282,3 @@ int main(int argc, char *argv[])
                                             "-Wl,-rpath,~s 2>&1",
                                             [Include, Exe, Source, LibDir, LibDir]))),
     Exe.
-
-run(Exe, Args) ->
-    Port = open_port({spawn_executable, Exe}, [{args, Args}, exit_status, stderr_to_stdout,
-                                               binary]),
-    collect(Port, <<>>).
-
-collect(Port, Acc) ->
-    receive
-        {Port, {data, D}} -> collect(Port, <<Acc/binary, D/binary>>);
-        {Port, {exit_status, S}} -> {S, Acc}
-    after 60000 -> error({writer_timeout, Acc})
-    end.

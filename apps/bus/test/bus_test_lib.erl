@@ -6,7 +6,7 @@
 -export([start/1, stop/1, new_bus/1, new_bus/2, track/2, cleanup/1]).
 -export([backend_groups/1, use_backend/2, backend/1]).
 -export([receive_numbers/2, gap_then_in_order/2, write_until_stopped/3]).
--export([cli/0, cli/1, spawn_cli/2, os_kill/2, listeners/1, wait_listeners/2,
+-export([cli/0, cli/1, run/3, spawn_cli/2, os_kill/2, listeners/1, wait_listeners/2,
          wait_until/2, flush/0, ipc_keys/0, sysv_mappings/0]).
 
 -include_lib("common_test/include/ct.hrl").
@@ -96,15 +96,20 @@ cli() ->
 
 %% Runs the CLI, returns {ExitStatus, Output}.
 cli(Args) ->
-    Port = open_port({spawn_executable, cli()},
-                     [{args, Args}, exit_status, stderr_to_stdout, binary]),
-    collect(Port, <<>>).
+    run(cli(), Args, 10000).
 
-collect(Port, Acc) ->
+%% Runs a program to its end (within Ms between outputs), returns
+%% {ExitStatus, Output}.
+run(Exe, Args, Ms) ->
+    Port = open_port({spawn_executable, Exe},
+                     [{args, Args}, exit_status, stderr_to_stdout, binary]),
+    collect(Port, Ms, <<>>).
+
+collect(Port, Ms, Acc) ->
     receive
-        {Port, {data, D}} -> collect(Port, <<Acc/binary, D/binary>>);
+        {Port, {data, D}} -> collect(Port, Ms, <<Acc/binary, D/binary>>);
         {Port, {exit_status, S}} -> {S, Acc}
-    after 10000 -> error({cli_timeout, Acc})
+    after Ms -> error({run_timeout, Acc})
     end.
 
 %% Starts the CLI as an OS process (e.g. a listener); returns its OS pid.
