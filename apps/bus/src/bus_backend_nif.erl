@@ -2,7 +2,7 @@
 %% the VM: listeners are native threads owned by NIF resources, broadcasts
 %% run on dirty I/O schedulers through writer handles kept open between
 %% broadcasts. Every call goes through ?NIF, the native module of this
-%% version; a listener's handle names the native module that made it, so
+%% version, loaded (bus_nif_loader) by the first call that needs it; a listener's handle names the native module that made it, so
 %% that after a hot upgrade old listeners are still driven by their own
 %% code until they are handed over.
 
@@ -26,6 +26,7 @@
 -spec listen(binary(), pid(), reference(), bus_backend:from(), pos_integer()) ->
     {ok, handle()} | {error, bus:reason()}.
 listen(Path, Owner, Tag, From, Window) ->
+    ok = bus_nif_loader:ensure(?NIF),
     case ?NIF:listen(Path, Owner, Tag, From, Window) of
         {ok, Listener} -> {ok, {?NIF, Listener}};
         {error, _} = Error -> Error
@@ -62,6 +63,7 @@ settle(_Listener) ->
 
 -spec version(handle() | undefined) -> pos_integer().
 version(undefined) ->
+    ok = bus_nif_loader:ensure(?NIF),
     ?NIF:native_version();
 version({Nif, _}) ->
     Nif:native_version().
@@ -79,29 +81,35 @@ broadcast(Path, Message, Timeout, NoWait) ->
 
 -spec create(binary(), boolean()) -> {ok, binary()} | {error, bus:reason()}.
 create(Path, Exclusive) ->
+    ok = bus_nif_loader:ensure(?NIF),
     ?NIF:create(Path, Exclusive).
 
 -spec create_random(binary()) -> {ok, binary()} | {error, bus:reason()}.
 create_random(Dir) ->
+    ok = bus_nif_loader:ensure(?NIF),
     ?NIF:create_random(Dir).
 
 -spec remove(binary()) -> ok | {error, bus:reason()}.
 remove(Path) ->
+    ok = bus_nif_loader:ensure(?NIF),
     Result = ?NIF:remove(Path),
     ok = forget(Path),
     Result.
 
 -spec chmod(binary(), non_neg_integer()) -> ok | {error, bus:reason()}.
 chmod(Path, Mode) ->
+    ok = bus_nif_loader:ensure(?NIF),
     ?NIF:chmod(Path, Mode).
 
 -spec chown(binary(), non_neg_integer() | undefined, non_neg_integer() | undefined) ->
     ok | {error, bus:reason()}.
 chown(Path, Uid, Gid) ->
+    ok = bus_nif_loader:ensure(?NIF),
     ?NIF:chown(Path, Uid, Gid).
 
 -spec stat(binary()) -> {ok, map()} | {error, bus:reason()}.
 stat(Path) ->
+    ok = bus_nif_loader:ensure(?NIF),
     ?NIF:stat(Path).
 
 %% Closes the cached writer of a bus (removed, or found gone).
@@ -156,6 +164,7 @@ writer(Path) ->
         {ok, Writer} ->
             {ok, Writer, cached};
         _ ->
+            ok = bus_nif_loader:ensure(?NIF),
             case ?NIF:open_writer(Path) of
                 {ok, Writer} when Cache ->
                     case bus_tables:add_writer(?NIF, Path, Writer) of

@@ -24,7 +24,11 @@ all() ->
      timeout_against_stopped_listener, nowait_is_busy_while_another_writes, closed_writer,
      handover_under_traffic, detach_twice].
 
-init_per_suite(Config) -> bus_test_lib:start(Config).
+%% The native module is called directly here: load it as bus_backend_nif
+%% would.
+init_per_suite(Config) ->
+    ok = bus_nif_loader:ensure(?NIF),
+    bus_test_lib:start(Config).
 end_per_suite(Config) -> bus_test_lib:stop(Config).
 init_per_testcase(_Case, Config) -> Config.
 end_per_testcase(_Case, Config) -> bus_test_lib:flush(), bus_test_lib:cleanup(Config).

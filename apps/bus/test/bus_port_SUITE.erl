@@ -12,7 +12,7 @@
 
 -export([all/0, suite/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2,
          end_per_testcase/2]).
--export([nif_never_loaded/1, killed_program_is_a_gap/1, killed_node_leaves_no_program/1,
+-export([nif_never_loaded/1, nif_loaded_once_when_needed/1, killed_program_is_a_gap/1, killed_node_leaves_no_program/1,
          bad_frames_are_logged_not_fatal/1, waiting_broadcasts_hold_no_scheduler/1,
          c_library_writes_back_to_back/1, frames_decode_strictly/1,
          downgrade_moves_a_port_bus_to_the_nif/1, renewed_programs_lose_and_repeat_nothing/1]).
@@ -20,7 +20,7 @@
 suite() -> [{timetrap, {minutes, 3}}].
 
 all() ->
-    [nif_never_loaded, killed_program_is_a_gap, killed_node_leaves_no_program,
+    [nif_never_loaded, nif_loaded_once_when_needed, killed_program_is_a_gap, killed_node_leaves_no_program,
      bad_frames_are_logged_not_fatal, waiting_broadcasts_hold_no_scheduler,
      c_library_writes_back_to_back, frames_decode_strictly,
      downgrade_moves_a_port_bus_to_the_nif, renewed_programs_lose_and_repeat_nothing].
@@ -61,6 +61,35 @@ nif_never_loaded(_Config) ->
     OsPid = erpc:call(Node, os, getpid, []),
     {ok, Maps} = file:read_file("/proc/" ++ OsPid ++ "/maps"),
     nomatch = binary:match(Maps, <<"bus_nif">>),
+    ok = bus_machine:stop(M).
+
+%% On a node whose backend is port, the native module is loaded from
+%% priv/nif the first time something needs it, once, however many
+%% processes ask at the same moment; it is not one of the application's
+%% modules (a release would load it at boot).
+nif_loaded_once_when_needed(_Config) ->
+    {Node, _, _} = M = bus_machine:start("port_then_nif", [{backend, port}]),
+    Path = bus_machine:bus(M, "b"),
+    {ok, Modules} = erpc:call(Node, application, get_key, [bus, modules]),
+    ?assertNot(lists:member(?NIF, Modules)),
+    ?assert(lists:member(bus_nif_loader, Modules)),
+    false = erpc:call(Node, code, is_loaded, [?NIF]),
+    Parent = self(),
+    Askers = [spawn_link(fun() -> Parent ! {self(), erpc:call(Node, bus_nif_loader, ensure, [?NIF])} end)
+              || _ <- lists:seq(1, 8)],
+    [ok = receive {Asker, Result} -> Result end || Asker <- Askers],
+    Beam = erpc:call(Node, bus_nif_loader, path, [?NIF]) ++ ".beam",
+    {file, Beam} = erpc:call(Node, code, is_loaded, [?NIF]),
+    OsPid = erpc:call(Node, os, getpid, []),
+    {ok, Maps} = file:read_file("/proc/" ++ OsPid ++ "/maps"),
+    Libraries = lists:usort([lists:last(binary:split(Line, <<" ">>, [global, trim_all]))
+                             || Line <- binary:split(Maps, <<"\n">>, [global, trim_all]),
+                                binary:match(Line, <<"bus_nif">>) =/= nomatch]),
+    [Library] = Libraries,
+    {ok, Mapped} = file:read_file_info(Library),
+    {ok, Shipped} = file:read_file_info(filename:rootname(Beam) ++ ".so"),
+    ?assertEqual(Shipped, Mapped),
+    {ok, #{listeners := 0}} = erpc:call(Node, bus_backend_nif, stat, [Path]),
     ok = bus_machine:stop(M).
 
 %% kill -9 of a bus's port program under back-to-back broadcasts: a new

@@ -4,6 +4,11 @@
 %% hot upgrade; other modules call it as `?NIF' (include/bus_nif.hrl).
 %% Use the `bus' and `bus_srv' modules instead: they validate the
 %% arguments.
+%%
+%% This module is not one of the application's modules: it is built into
+%% priv/nif, next to its library, and bus_nif_loader loads it the first
+%% time a bus uses the NIF backend, so that a node that never does maps
+%% no native code.
 -module(bus_nif_6).
 
 -export([create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1]).
@@ -117,10 +122,7 @@ native_version() -> erlang:nif_error(not_loaded).
 
 -spec init() -> ok | {error, term()}.
 init() ->
-    Dir = case code:priv_dir(bus) of
-        {error, bad_name} ->
-            filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
-        Priv ->
-            Priv
-    end,
-    erlang:load_nif(filename:join(Dir, atom_to_list(?MODULE)), 0).
+    %% The library is next to this module's beam (code:which/1 would not
+    %% say where that is before this function returns).
+    Beam = bus_nif_loader:path(?MODULE),
+    erlang:load_nif(Beam, 0).
