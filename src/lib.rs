@@ -65,4 +65,4 @@ pub use crate::subscription::{
 };
 pub use crate::sys::MEMORY_SIZE;
 pub use crate::time::{Clock, Deadline};
-pub use crate::writer::WriteOptions;
+pub use crate::writer::{Begun, PendingWrite, WriteOptions};

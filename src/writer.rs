@@ -1,6 +1,7 @@
 //! The broadcast sequence (PROTOCOL.md, "write"), with the shield that
 //! protects original C listeners from their re-arm race.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::block::{self, Limits, Mode};
@@ -41,6 +42,86 @@ const SHIELD_SLICE: Duration = Duration::from_millis(5);
 /// still short of a raise after this long is stranded, and only zeroing Q
 /// frees it.
 const SHIELD_LIMIT: Duration = Duration::from_secs(1);
+
+/// What [`Bus::write_begin`] did: the whole broadcast, or what is left of
+/// it.
+#[derive(Debug)]
+pub enum Begun {
+    /// The broadcast is over: every listener has its copy, or it failed.
+    Done(Result<()>),
+    /// The broadcast would have to wait: [`PendingWrite::finish`] waits,
+    /// on a thread that may block.
+    Pending(PendingWrite),
+}
+
+/// A broadcast [`Bus::write_begin`] started without waiting. Dropping it
+/// unfinished is safe: one that had not published gives up (nothing was
+/// sent), one that had is finished by a thread of its own, as a timed-out
+/// one is (every listener gets the message, then the bus is released).
+#[derive(Debug)]
+pub struct PendingWrite {
+    bus: Arc<Bus>,
+    deadline: Option<Deadline>,
+    nowait: bool,
+    stage: Stage,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Nothing done: the whole broadcast is still to make.
+    NotStarted(Message),
+    /// The writers' lock is held, the message published and the listeners
+    /// released (steps 1-4): only step 5 (waiting for each listener's
+    /// copy) and step 6 are left.
+    Published(Holding),
+    /// Finished, or handed to a thread (after `finish` or in `drop`).
+    Over,
+}
+
+impl PendingWrite {
+    /// Makes the rest of the broadcast, with the deadline `write_begin` was
+    /// given; returns what [`Bus::write_with`] would have.
+    pub fn finish(mut self, stop: Option<&StopToken>) -> Result<()> {
+        let limits = Limits {
+            deadline: self.deadline,
+            stop,
+            spin: Some(&self.bus.spin),
+        };
+        match std::mem::replace(&mut self.stage, Stage::Over) {
+            Stage::NotStarted(message) => {
+                let options = WriteOptions {
+                    nowait: self.nowait,
+                    deadline: self.deadline,
+                    stop,
+                };
+                self.bus.write_with(&message, &options)
+            }
+            Stage::Published(holding) => match self.bus.op(&ALL_TAKEN, Mode::Timed, &limits) {
+                Err(e @ (Error::TimedOut | Error::Interrupted)) => {
+                    self.bus.finish_in_background(holding);
+                    Err(match e {
+                        Error::TimedOut => Error::TimedOutAfterPublish,
+                        other => other,
+                    })
+                }
+                result => {
+                    drop(holding);
+                    self.bus.release(true);
+                    result
+                }
+            },
+            Stage::Over => Ok(()),
+        }
+    }
+}
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        if let Stage::Published(holding) = std::mem::replace(&mut self.stage, Stage::Over) {
+            self.bus.finish_in_background(holding);
+        }
+    }
+}
 
 impl Bus {
     /// Broadcasts `message` to every listener and returns once each has
@@ -142,6 +223,81 @@ impl Bus {
                 drop(holding);
                 self.release(published);
                 result
+            }
+        }
+    }
+
+    /// Starts a broadcast without ever blocking: when nothing has to wait
+    /// (the lock is free, every listener is armed, and every one has taken
+    /// its copy by the time it looks) the broadcast is made here, otherwise
+    /// what is left is returned, to finish on a thread that may block. For
+    /// callers that must not block, such as an Erlang scheduler: only a
+    /// broadcast that waits costs a switch to a thread that may.
+    ///
+    /// Whether it is made here or finished later, what listeners see and
+    /// what the caller gets are as with [`Bus::write_with`] (`options.stop`
+    /// aside: give the token to [`PendingWrite::finish`]).
+    pub fn write_begin(self: &Arc<Self>, message: Message, options: &WriteOptions<'_>) -> Begun {
+        let pending = |stage| PendingWrite {
+            bus: Arc::clone(self),
+            deadline: options.deadline,
+            nowait: options.nowait,
+            stage,
+        };
+        let none = Limits::default();
+        if self.access() != Access::Write {
+            return Begun::Pending(pending(Stage::NotStarted(message)));
+        }
+        // Step 1, only if it needs no wait (no-wait broadcasts included:
+        // finish makes their bounded wait for a re-arming listener).
+        match self.op(&LOCK, Mode::NoWait, &none) {
+            Ok(()) => {}
+            Err(Error::WouldBlock) => return Begun::Pending(pending(Stage::NotStarted(message))),
+            Err(e) => return Begun::Done(Err(e)),
+        }
+        let holding = Holding::start(self.sem.raw());
+        // Step 2, the shield, only if every counted listener is armed now;
+        // otherwise give the lock back (nothing was written) and leave the
+        // whole broadcast to finish.
+        match self.semaphores() {
+            Ok(now) if now.w == 0 && now.q >= now.s => {}
+            Ok(_) => {
+                drop(holding);
+                self.release(false);
+                return Begun::Pending(pending(Stage::NotStarted(message)));
+            }
+            Err(e) => {
+                drop(holding);
+                self.release(false);
+                return Begun::Done(Err(e));
+            }
+        }
+        // Steps 3 and 4, which never wait.
+        self.mem.write_message(message.as_bytes());
+        if let Err(e) = self.op(&PUBLISH, Mode::Untimed, &none) {
+            drop(holding);
+            self.release(false);
+            return Begun::Done(Err(e));
+        }
+        let (q, zero) = RELEASE_ALL;
+        if let Err(e) = self.sem.set_value(q, zero) {
+            drop(holding);
+            self.release(true);
+            return Begun::Done(Err(Error::sys(
+                e,
+                Object::SemaphoreArray,
+                Op::Write,
+                self.path(),
+            )));
+        }
+        // Step 5 if every listener already has its copy (none listens,
+        // typically), then step 6.
+        match self.op(&ALL_TAKEN, Mode::NoWait, &none) {
+            Err(Error::WouldBlock) => Begun::Pending(pending(Stage::Published(holding))),
+            result => {
+                drop(holding);
+                self.release(true);
+                Begun::Done(result)
             }
         }
     }
