@@ -310,8 +310,9 @@ broadcast(Name, Message) ->
 %% timeout (milliseconds, default ?DEFAULT_TIMEOUT, or infinity) bounds
 %% every wait: {error, timeout} if nothing was published,
 %% {error, timeout_after_publish} if some listeners have the message (the
-%% round is finished in the background). The broadcast runs on a dirty I/O
-%% scheduler, which the timeout frees even when a listener is stopped: with
+%% round is finished in the background). The broadcast starts on the
+%% caller's scheduler and moves to a dirty I/O scheduler only if it has to
+%% wait; the timeout frees that scheduler even when a listener is stopped: with
 %% infinity, a stopped listener holds one for good. nowait fails with
 %% {error, busy} at once if another process is broadcasting.
 -spec broadcast(name(), message(), broadcast_options()) -> ok | {error, reason()}.

@@ -1,8 +1,10 @@
 %% @doc The backend (see bus_backend) made of the native library loaded in
 %% the VM: listeners are native threads owned by NIF resources, broadcasts
-%% run on dirty I/O schedulers through writer handles kept open between
-%% broadcasts. Every call goes through ?NIF, the native module of this
-%% version, loaded (bus_nif_loader) by the first call that needs it; a listener's handle names the native module that made it, so
+%% go through writer handles kept open between broadcasts, on the caller's
+%% scheduler unless they have to wait (then on a dirty I/O scheduler).
+%% Every call goes through ?NIF, the native module of this version, loaded
+%% (bus_nif_loader) by the first call that needs it; a listener's handle
+%% names the native module that made it, so
 %% that after a hot upgrade old listeners are still driven by their own
 %% code until they are handed over.
 
@@ -135,7 +137,12 @@ forget_writers() ->
 broadcast(Path, Message, Timeout, NoWait, Retries) ->
     case writer(Path) of
         {ok, Writer, Cached} ->
-            Result = ?NIF:broadcast(Writer, Message, Timeout, NoWait),
+            %% Started on this scheduler; only a broadcast that has to
+            %% wait moves to a dirty one.
+            Result = case ?NIF:broadcast(Writer, Message, Timeout, NoWait) of
+                {wait, Pending} -> ?NIF:finish_broadcast(Pending);
+                Done -> Done
+            end,
             case {Result, Cached} of
                 {{error, Stale}, cached} when Stale =:= gone; Stale =:= closed ->
                     %% The bus may have been removed and created again:

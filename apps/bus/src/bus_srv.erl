@@ -317,6 +317,9 @@ code_change(_OldVsn, State = #state{path = Path, window = Window, backend = bus_
             {handover, _Nif}) ->
     Listen = fun(Tag, From) -> bus_backend_nif:listen(Path, self(), Tag, From, Window) end,
     {ok, handover(State, Listen, bus_backend_nif)};
+code_change(_Vsn, State = #state{backend = bus_backend_port}, {handover, _Nif}) ->
+    %% A new native module does not concern a bus served by port programs.
+    {ok, State};
 code_change({down, _Vsn}, State = #state{path = Path, window = Window,
                                          backend = bus_backend_port}, _Extra) ->
     %% Releases before 0.10.0 have no port backend: the bus moves to the

@@ -169,11 +169,29 @@ nowait_is_busy_while_another_writes(Config) ->
     receive {Port, {exit_status, _}} -> ok after 5000 -> ct:fail(cli_alive) end,
     ok = bus_test_lib:wait_listeners(Bus, 0).
 
-%% A closed writer answers {error, closed}; bus:broadcast reopens.
+%% A broadcast that has to wait is finished by finish_broadcast/1; a
+%% closed writer answers {error, closed}; bus:broadcast reopens.
 closed_writer(Config) ->
     Bus = bus_test_lib:new_bus(Config),
     {ok, W} = ?NIF:open_writer(Bus),
     ok = ?NIF:broadcast(W, <<"0 x">>, infinity, false),
+    %% A listener whose window (1) is full holds the writers back: a
+    %% broadcast then has to wait, and is left to finish (once) on a dirty
+    %% scheduler, which it does once the listener has room again.
+    {ok, Listener} = ?NIF:listen(Bus, self(), tag, join, 1),
+    receive {bus_listening, tag} -> ok end,
+    ok = case ?NIF:broadcast(W, <<"0 y">>, infinity, false) of
+        {wait, First} -> ?NIF:finish_broadcast(First);
+        Done -> Done
+    end,
+    {wait, Pending} = ?NIF:broadcast(W, <<"0 z">>, infinity, false),
+    receive {bus_ready, tag} -> ok end,
+    [{own, <<"0 y">>}] = ?NIF:take(Listener, 10),
+    ok = ?NIF:finish_broadcast(Pending),
+    ok = ?NIF:finish_broadcast(Pending),
+    receive {bus_ready, tag} -> ok end,
+    [{own, <<"0 z">>}] = ?NIF:take(Listener, 10),
+    ok = ?NIF:stop_listener(Listener),
     ok = ?NIF:close_writer(W),
     {error, closed} = ?NIF:broadcast(W, <<"0 x">>, infinity, false),
     ?assertError(badarg, ?NIF:broadcast(W, <<"0 x">>, -5, false)),

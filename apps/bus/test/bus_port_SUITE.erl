@@ -15,7 +15,7 @@
 -export([nif_never_loaded/1, nif_loaded_once_when_needed/1, killed_program_is_a_gap/1, killed_node_leaves_no_program/1,
          bad_frames_are_logged_not_fatal/1, waiting_broadcasts_hold_no_scheduler/1,
          c_library_writes_back_to_back/1, frames_decode_strictly/1,
-         downgrade_moves_a_port_bus_to_the_nif/1, renewed_programs_lose_and_repeat_nothing/1]).
+         downgrade_moves_a_port_bus_to_the_nif/1, native_handover_leaves_a_port_bus/1, renewed_programs_lose_and_repeat_nothing/1]).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
@@ -23,7 +23,7 @@ all() ->
     [nif_never_loaded, nif_loaded_once_when_needed, killed_program_is_a_gap, killed_node_leaves_no_program,
      bad_frames_are_logged_not_fatal, waiting_broadcasts_hold_no_scheduler,
      c_library_writes_back_to_back, frames_decode_strictly,
-     downgrade_moves_a_port_bus_to_the_nif, renewed_programs_lose_and_repeat_nothing].
+     downgrade_moves_a_port_bus_to_the_nif, native_handover_leaves_a_port_bus, renewed_programs_lose_and_repeat_nothing].
 
 init_per_suite(Config) ->
     Config1 = bus_test_lib:start(Config),
@@ -223,6 +223,29 @@ downgrade_moves_a_port_bus_to_the_nif(Config) ->
     receive {bus, Bus, <<"after">>} -> ok after 5000 -> ct:fail(nothing_after) end,
     #{backend := nif, listeners := 1} = bus:info(Bus),
     false = alive(Program),
+    ok = bus:unsubscribe(Bus),
+    ok = bus_test_lib:wait_listeners(Bus, 0).
+
+%% A release that changes native code hands every NIF listener over
+%% ({handover, Nif}), up or down: a port-backed bus keeps its program, and
+%% its subscriber sees no gap.
+native_handover_leaves_a_port_bus(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    ok = bus:subscribe(Bus),
+    {ok, Srv} = bus_tables:server(Bus),
+    #{backend := port, listener := #{os_pid := Program}} = bus:info(Bus),
+    [begin
+         ok = sys:suspend(Srv),
+         ok = sys:change_code(Srv, bus_srv, Vsn, {handover, ?NIF}),
+         ok = sys:resume(Srv)
+     end || Vsn <- ["0.12.0", {down, "0.12.0"}]],
+    ok = bus:broadcast(Bus, <<"after">>),
+    receive
+        {bus, Bus, <<"after">>} -> ok;
+        {bus_gap, Bus} -> ct:fail(gap)
+    after 5000 -> ct:fail(nothing_after)
+    end,
+    #{backend := port, listener := #{os_pid := Program, restarts := 0}} = bus:info(Bus),
     ok = bus:unsubscribe(Bus),
     ok = bus_test_lib:wait_listeners(Bus, 0).
 

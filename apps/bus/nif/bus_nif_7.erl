@@ -1,4 +1,4 @@
-%% @doc The native functions (native/bus_nif), native version 6. The
+%% @doc The native functions (native/bus_nif), native version 7. The
 %% module is named after the native version so that the next version's
 %% module and library can be loaded side by side with this one during a
 %% hot upgrade; other modules call it as `?NIF' (include/bus_nif.hrl).
@@ -9,10 +9,10 @@
 %% priv/nif, next to its library, and bus_nif_loader loads it the first
 %% time a bus uses the NIF backend, so that a node that never does maps
 %% no native code.
--module(bus_nif_6).
+-module(bus_nif_7).
 
 -export([create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1]).
--export([open_writer/1, broadcast/4, close_writer/1]).
+-export([open_writer/1, broadcast/4, finish_broadcast/1, close_writer/1]).
 -export([listen/5, take/2, stop_listener/1, detach_listener/1, leave_detached/1,
          listener_info/1]).
 -export([native_version/0]).
@@ -20,14 +20,15 @@
 -on_load(init/0).
 
 -nifs([create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1,
-       open_writer/1, broadcast/4, close_writer/1,
+       open_writer/1, broadcast/4, finish_broadcast/1, close_writer/1,
        listen/5, take/2, stop_listener/1, detach_listener/1, leave_detached/1,
        listener_info/1,
        native_version/0]).
 
--export_type([writer/0, listener/0, standing/0, reason/0, item/0]).
+-export_type([writer/0, pending/0, listener/0, standing/0, reason/0, item/0]).
 
 -opaque writer() :: reference().
+-opaque pending() :: reference().
 -opaque listener() :: reference().
 -type standing() :: armed | acked.
 %% What take/2 returns: a message, one this OS process broadcast itself,
@@ -64,8 +65,20 @@ stat(_Path) -> erlang:nif_error(not_loaded).
 open_writer(_Path) -> erlang:nif_error(not_loaded).
 
 %% Timeout in milliseconds or infinity; it bounds every wait.
--spec broadcast(writer(), binary(), timeout(), boolean()) -> ok | {error, reason()}.
+%% Runs on the caller's scheduler and never blocks: a broadcast that has
+%% to wait (for the lock, a re-arming listener, or the listeners' copies)
+%% returns {wait, Pending}, whose rest finish_broadcast/1 makes on a dirty
+%% I/O scheduler.
+-spec broadcast(writer(), binary(), timeout(), boolean()) ->
+    ok | {error, reason()} | {wait, pending()}.
 broadcast(_Writer, _Message, _Timeout, _NoWait) -> erlang:nif_error(not_loaded).
+
+%% The rest of a broadcast broadcast/4 left waiting: ok or {error, Reason}
+%% as broadcast/4 would have answered (a second call: ok). Left
+%% unfinished, the broadcast ends when Pending is garbage collected: not
+%% sent, or delivered by a thread of its own.
+-spec finish_broadcast(pending()) -> ok | {error, reason()}.
+finish_broadcast(_Pending) -> erlang:nif_error(not_loaded).
 
 -spec close_writer(writer()) -> ok.
 close_writer(_Writer) -> erlang:nif_error(not_loaded).
@@ -113,7 +126,7 @@ stop_listener(_Listener) -> erlang:nif_error(not_loaded).
 -spec detach_listener(listener()) -> {ok, standing()} | {error, reason()}.
 detach_listener(_Listener) -> erlang:nif_error(not_loaded).
 
-%% The native version of the loaded library (6): it must match this
+%% The native version of the loaded library (7): it must match this
 %% module's name.
 -spec native_version() -> pos_integer().
 native_version() -> erlang:nif_error(not_loaded).
