@@ -19,6 +19,26 @@ fn writer(bus: &TempBus) -> Arc<Bus> {
     Arc::new(Bus::open(&bus.path, Access::Write).unwrap())
 }
 
+/// A bus with one listener peer, stopped once counted (armed: it cannot
+/// take a message until continued).
+fn stopped_listener(name: &str) -> (TempBus, Watchdog, common::Listener) {
+    let bus = TempBus::new(name);
+    let dog = Watchdog::start(Duration::from_secs(60), &bus.path);
+    let frozen = listener(&bus.path, "read", None, &dog);
+    common::stop(frozen.child.id());
+    (bus, dog, frozen)
+}
+
+/// Continues the listener, makes it leave, and returns what it got.
+fn continue_and_collect(w: &Bus, frozen: common::Listener, dog: Watchdog) -> Vec<String> {
+    kill(frozen.child.id(), Signal::SIGCONT);
+    w.write(&message("end")).unwrap();
+    let (lines, status) = frozen.collect();
+    dog.finish();
+    assert!(status.success());
+    lines
+}
+
 /// S, W, X, Q, N as stat reads them.
 fn values(bus: &TempBus) -> [u16; 5] {
     bus::stat(&bus.path).unwrap().values
@@ -64,8 +84,8 @@ fn every_message_once_in_order_whichever_path() {
     assert!(status.success());
     let expected: Vec<String> = (0..count).map(|i| format!("m {i}")).collect();
     assert_eq!(lines, expected);
-    // A listener in another process is never done before write_begin
-    // looks at every one of them: most broadcasts were finished.
+    // A listener in another process has to wake up to take its copy,
+    // while write_begin looks at once: broadcasts were left to finish.
     assert!(pending > 0, "no broadcast was left to finish");
     assert_eq!(values(&bus), [0, 0, 1, 0, 0]);
 }
@@ -76,10 +96,7 @@ fn every_message_once_in_order_whichever_path() {
 /// left whole to finish, where no-wait fails at once.
 #[test]
 fn a_pending_broadcast_times_out_as_write_with_does() {
-    let bus = TempBus::new("begin-stopped");
-    let dog = Watchdog::start(Duration::from_secs(60), &bus.path);
-    let frozen = listener(&bus.path, "read", None, &dog);
-    common::stop(frozen.child.id());
+    let (bus, dog, frozen) = stopped_listener("begin-stopped");
     let w = writer(&bus);
     let timed = WriteOptions {
         deadline: Some(Deadline::after(Duration::from_millis(100))),
@@ -102,23 +119,14 @@ fn a_pending_broadcast_times_out_as_write_with_does() {
     };
     let r = p.finish(None);
     assert!(matches!(r, Err(Error::WouldBlock)), "{r:?}");
-
-    kill(frozen.child.id(), Signal::SIGCONT);
-    w.write(&message("end")).unwrap();
-    let (lines, status) = frozen.collect();
-    dog.finish();
-    assert!(status.success());
-    assert_eq!(lines, ["x 0"]);
+    assert_eq!(continue_and_collect(&w, frozen, dog), ["x 0"]);
 }
 
 /// A published broadcast dropped unfinished is still delivered: a thread
 /// finishes it, and the next broadcast waits for that.
 #[test]
 fn a_dropped_pending_broadcast_is_still_delivered() {
-    let bus = TempBus::new("begin-dropped");
-    let dog = Watchdog::start(Duration::from_secs(60), &bus.path);
-    let frozen = listener(&bus.path, "read", None, &dog);
-    common::stop(frozen.child.id());
+    let (bus, dog, frozen) = stopped_listener("begin-dropped");
     let w = writer(&bus);
     let Begun::Pending(p) = w.write_begin(message("x 0"), &WriteOptions::default()) else {
         panic!("a stopped listener cannot have taken the message");
@@ -127,10 +135,7 @@ fn a_dropped_pending_broadcast_is_still_delivered() {
     let v = values(&bus);
     assert_eq!((v[2], v[4]), (0, 1), "X held and N raised: {v:?}");
     kill(frozen.child.id(), Signal::SIGCONT);
+    // Waits for the thread to have finished "x 0".
     w.write(&message("x 1")).unwrap();
-    w.write(&message("end")).unwrap();
-    let (lines, status) = frozen.collect();
-    dog.finish();
-    assert!(status.success());
-    assert_eq!(lines, ["x 0", "x 1"]);
+    assert_eq!(continue_and_collect(&w, frozen, dog), ["x 0", "x 1"]);
 }
