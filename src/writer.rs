@@ -96,20 +96,10 @@ impl PendingWrite {
                 };
                 self.bus.write_with(&message, &options)
             }
-            Stage::Published(holding) => match self.bus.op(&ALL_TAKEN, Mode::Timed, &limits) {
-                Err(e @ (Error::TimedOut | Error::Interrupted)) => {
-                    self.bus.finish_in_background(holding);
-                    Err(match e {
-                        Error::TimedOut => Error::TimedOutAfterPublish,
-                        other => other,
-                    })
-                }
-                result => {
-                    drop(holding);
-                    self.bus.release(true);
-                    result
-                }
-            },
+            Stage::Published(holding) => {
+                let all_taken = self.bus.op(&ALL_TAKEN, Mode::Timed, &limits);
+                self.bus.end_round(all_taken, holding, true)
+            }
             Stage::Over => Ok(()),
         }
     }
@@ -208,7 +198,16 @@ impl Bus {
         // listeners on the bus know that what they take is ours (own.rs).
         let holding = Holding::start(self.sem.raw());
         let mut published = false;
-        match self.broadcast_locked(message, &limits, &mut published) {
+        let result = self.broadcast_locked(message, &limits, &mut published);
+        self.end_round(result, holding, published)
+    }
+
+    /// Ends a round this process holds the lock of, with what it came to:
+    /// releases the bus (step 6, or the undo of step 1 if nothing was
+    /// published), unless the wait for the listeners' copies was cut short
+    /// after publishing.
+    fn end_round(&self, result: Result<()>, holding: Holding, published: bool) -> Result<()> {
+        match result {
             Err(e @ (Error::TimedOut | Error::Interrupted)) if published => {
                 // Listeners are mid-round: lowering N now would let the fast
                 // ones re-arm before the slow ones have waited, stranding
@@ -266,40 +265,21 @@ impl Bus {
                 self.release(false);
                 return Begun::Pending(pending(Stage::NotStarted(message)));
             }
-            Err(e) => {
-                drop(holding);
-                self.release(false);
-                return Begun::Done(Err(e));
-            }
+            Err(e) => return Begun::Done(self.end_round(Err(e), holding, false)),
         }
-        // Steps 3 and 4, which never wait.
-        self.mem.write_message(message.as_bytes());
-        if let Err(e) = self.op(&PUBLISH, Mode::Untimed, &none) {
-            drop(holding);
-            self.release(false);
-            return Begun::Done(Err(e));
-        }
-        let (q, zero) = RELEASE_ALL;
-        if let Err(e) = self.sem.set_value(q, zero) {
-            drop(holding);
-            self.release(true);
-            return Begun::Done(Err(Error::sys(
-                e,
-                Object::SemaphoreArray,
-                Op::Write,
-                self.path(),
-            )));
-        }
-        // Step 5 if every listener already has its copy (none listens,
-        // typically), then step 6.
-        match self.op(&ALL_TAKEN, Mode::NoWait, &none) {
-            Err(Error::WouldBlock) => Begun::Pending(pending(Stage::Published(holding))),
-            result => {
-                drop(holding);
-                self.release(true);
-                Begun::Done(result)
-            }
-        }
+        // Steps 3 and 4, which never wait; step 5 if every listener
+        // already has its copy (none listens, typically).
+        let mut published = false;
+        let result = match self.publish(&message, &mut published) {
+            Ok(()) => match self.op(&ALL_TAKEN, Mode::NoWait, &none) {
+                Err(Error::WouldBlock) => {
+                    return Begun::Pending(pending(Stage::Published(holding)))
+                }
+                all_taken => all_taken,
+            },
+            Err(e) => Err(e),
+        };
+        Begun::Done(self.end_round(result, holding, published))
     }
 
     /// Waits, on a thread of its own, for every listener to take the
@@ -364,18 +344,23 @@ impl Bus {
     ) -> Result<()> {
         // Step 2.
         self.shield(limits)?;
-        // Step 3: the message, then a message is in flight.
-        self.mem.write_message(message.as_bytes());
-        self.op(&PUBLISH, Mode::Untimed, &Limits::default())?;
-        *published = true;
-        // Step 4: zeroing Q releases every listener waiting on it.
-        let (q, zero) = RELEASE_ALL;
-        self.sem
-            .set_value(q, zero)
-            .map_err(|e| Error::sys(e, Object::SemaphoreArray, Op::Write, self.path()))?;
+        self.publish(message, published)?;
         // Step 5: every listener has its copy once S is 0. (A timeout
         // here is turned into TimedOutAfterPublish by the caller.)
         self.op(&ALL_TAKEN, Mode::Timed, limits)
+    }
+
+    /// Steps 3 and 4, which never wait: the message, then a message is in
+    /// flight (sets `published`), then zeroing Q releases every listener
+    /// waiting on it.
+    fn publish(&self, message: &Message, published: &mut bool) -> Result<()> {
+        self.mem.write_message(message.as_bytes());
+        self.op(&PUBLISH, Mode::Untimed, &Limits::default())?;
+        *published = true;
+        let (q, zero) = RELEASE_ALL;
+        self.sem
+            .set_value(q, zero)
+            .map_err(|e| Error::sys(e, Object::SemaphoreArray, Op::Write, self.path()))
     }
 
     /// Step 2, the shield: waits until Q >= S, i.e. every counted listener is waiting for Q to
