@@ -208,15 +208,10 @@ frames_decode_strictly(_Config) ->
 %% listener leaves, the NIF's joins, the subscriber is told of the gap,
 %% then gets every later message.
 downgrade_moves_a_port_bus_to_the_nif(Config) ->
-    Bus = bus_test_lib:new_bus(Config),
-    ok = bus:subscribe(Bus),
-    {ok, Srv} = bus_tables:server(Bus),
-    #{backend := port, listener := #{os_pid := Program}} = bus:info(Bus),
+    {Bus, Srv, Program} = subscribed_port_bus(Config),
     ok = bus:broadcast(Bus, <<"before">>),
     receive {bus, Bus, <<"before">>} -> ok after 5000 -> ct:fail(nothing_before) end,
-    ok = sys:suspend(Srv),
-    ok = sys:change_code(Srv, bus_srv, {down, "0.9.0"}, []),
-    ok = sys:resume(Srv),
+    ok = change_code(Srv, {down, "0.9.0"}, []),
     %% Told once the NIF's listener is counted on the bus.
     receive {bus_gap, Bus} -> ok after 5000 -> ct:fail(no_gap) end,
     ok = bus:broadcast(Bus, <<"after">>),
@@ -230,15 +225,8 @@ downgrade_moves_a_port_bus_to_the_nif(Config) ->
 %% ({handover, Nif}), up or down: a port-backed bus keeps its program, and
 %% its subscriber sees no gap.
 native_handover_leaves_a_port_bus(Config) ->
-    Bus = bus_test_lib:new_bus(Config),
-    ok = bus:subscribe(Bus),
-    {ok, Srv} = bus_tables:server(Bus),
-    #{backend := port, listener := #{os_pid := Program}} = bus:info(Bus),
-    [begin
-         ok = sys:suspend(Srv),
-         ok = sys:change_code(Srv, bus_srv, Vsn, {handover, ?NIF}),
-         ok = sys:resume(Srv)
-     end || Vsn <- ["0.12.0", {down, "0.12.0"}]],
+    {Bus, Srv, Program} = subscribed_port_bus(Config),
+    [ok = change_code(Srv, Vsn, {handover, ?NIF}) || Vsn <- ["0.12.0", {down, "0.12.0"}]],
     ok = bus:broadcast(Bus, <<"after">>),
     receive
         {bus, Bus, <<"after">>} -> ok;
@@ -334,3 +322,19 @@ int main(int argc, char *argv[])
                                             "-Wl,-rpath,~s 2>&1",
                                             [Include, Exe, Source, LibDir, LibDir]))),
     Exe.
+
+%% A new bus this process subscribes to, its bus_srv and its port
+%% program's OS pid.
+subscribed_port_bus(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    ok = bus:subscribe(Bus),
+    {ok, Srv} = bus_tables:server(Bus),
+    #{backend := port, listener := #{os_pid := Program}} = bus:info(Bus),
+    {Bus, Srv, Program}.
+
+%% What a release upgrade does to a bus_srv: suspended, code_change/3
+%% with Vsn and Extra, resumed.
+change_code(Srv, Vsn, Extra) ->
+    ok = sys:suspend(Srv),
+    ok = sys:change_code(Srv, bus_srv, Vsn, Extra),
+    sys:resume(Srv).
