@@ -190,9 +190,10 @@ handle_info({Old, {exit_status, _}}, State = #state{renewing = {joining, Old}}) 
     ?LOG_WARNING(#{what => port_program_renewal_broken}),
     {noreply, gone_old(Old, enqueue(gap, State#state{renewing = false}))};
 handle_info({Old, {data, Data}}, State) when is_port(Old), Old =/= State#state.port ->
-    %% A renewed program answering what it was asked before the switch.
+    %% A renewed program answering what it was asked before the switch
+    %% (not through frame/2: the new program may still owe its hello).
     case bus_port_frames:decode(Data) of
-        {reply, _, _} = Reply -> {noreply, frame(Reply, State)};
+        {reply, Id, Reply} -> {noreply, reply(Id, Reply, State)};
         _ -> {noreply, State}
     end;
 handle_info({Old, {exit_status, _}}, State) when is_port(Old), Old =/= State#state.port ->
@@ -282,6 +283,26 @@ held(State) ->
     ?LOG_ERROR(#{what => port_program_bad_frame, frame => held}),
     State.
 
+%% The answer to request Id, from the program or from a renewed one still
+%% finishing (whatever the new program's status: its hello may not have
+%% come yet).
+reply(Id, Reply, State = #state{pending = Pending}) ->
+    case maps:take(Id, Pending) of
+        {{counters, From}, Pending1} ->
+            Counters = case Reply of
+                {ok, #{} = C} -> C;
+                _ -> #{}
+            end,
+            gen_server:reply(From, local_counters(Counters, State)),
+            State#state{pending = Pending1};
+        {{request, From}, Pending1} ->
+            gen_server:reply(From, Reply),
+            State#state{pending = Pending1};
+        error ->
+            ?LOG_ERROR(#{what => port_program_bad_frame, reply_to => Id}),
+            State
+    end.
+
 %% A renewed program has gone: what it still owed is answered here.
 gone_old(Old, State = #state{retired = Retired, pending = Pending}) ->
     Owed = maps:get(Old, Retired, []),
@@ -321,22 +342,8 @@ frame(held, State) ->
     held(State);
 frame({failed, Reason}, State) ->
     failed(Reason, State);
-frame({reply, Id, Reply}, State = #state{pending = Pending}) ->
-    case maps:take(Id, Pending) of
-        {{counters, From}, Pending1} ->
-            Counters = case Reply of
-                {ok, #{} = C} -> C;
-                _ -> #{}
-            end,
-            gen_server:reply(From, local_counters(Counters, State)),
-            State#state{pending = Pending1};
-        {{request, From}, Pending1} ->
-            gen_server:reply(From, Reply),
-            State#state{pending = Pending1};
-        error ->
-            ?LOG_ERROR(#{what => port_program_bad_frame, reply_to => Id}),
-            State
-    end;
+frame({reply, Id, Reply}, State) ->
+    reply(Id, Reply, State);
 frame({complaint, Text}, State) ->
     %% The program found a frame of this node's malformed: a bug here.
     ?LOG_ERROR(#{what => port_program_complaint, text => Text}),

@@ -15,7 +15,8 @@
 -export([nif_never_loaded/1, nif_loaded_once_when_needed/1, killed_program_is_a_gap/1, killed_node_leaves_no_program/1,
          bad_frames_are_logged_not_fatal/1, waiting_broadcasts_hold_no_scheduler/1,
          c_library_writes_back_to_back/1, frames_decode_strictly/1,
-         downgrade_moves_a_port_bus_to_the_nif/1, native_handover_leaves_a_port_bus/1, renewed_programs_lose_and_repeat_nothing/1]).
+         downgrade_moves_a_port_bus_to_the_nif/1, native_handover_leaves_a_port_bus/1, renewed_programs_lose_and_repeat_nothing/1,
+         renewal_answers_what_the_old_program_owes/1]).
 
 suite() -> [{timetrap, {minutes, 3}}].
 
@@ -23,7 +24,8 @@ all() ->
     [nif_never_loaded, nif_loaded_once_when_needed, killed_program_is_a_gap, killed_node_leaves_no_program,
      bad_frames_are_logged_not_fatal, waiting_broadcasts_hold_no_scheduler,
      c_library_writes_back_to_back, frames_decode_strictly,
-     downgrade_moves_a_port_bus_to_the_nif, native_handover_leaves_a_port_bus, renewed_programs_lose_and_repeat_nothing].
+     downgrade_moves_a_port_bus_to_the_nif, native_handover_leaves_a_port_bus, renewed_programs_lose_and_repeat_nothing,
+     renewal_answers_what_the_old_program_owes].
 
 init_per_suite(Config) ->
     Config1 = bus_test_lib:start(Config),
@@ -37,7 +39,7 @@ init_per_testcase(_Case, Config) ->
     bus_test_lib:use_backend(port, Config).
 
 end_per_testcase(_Case, Config) ->
-    ok = application:set_env(bus, backend, nif),
+    ok = bus_test_lib:use_backend(nif),
     bus_test_lib:flush(),
     bus_test_lib:cleanup(Config).
 
@@ -267,6 +269,43 @@ renewed_programs_lose_and_repeat_nothing(Config) ->
     ok = bus:unsubscribe(Bus),
     ok = bus_test_lib:wait_listeners(Bus, 0).
 
+%% A request the old program answers after it has handed over, while the
+%% new one has not said hello yet (bus:info/1 during a renewal), is
+%% answered, and the renewal goes on: the answer was taken for the new
+%% program's hello, and the bus's server stopped. To get that order, the
+%% listener is suspended while its request goes out to the old program
+%% and the message that makes the old program hold (`A') comes in.
+renewal_answers_what_the_old_program_owes(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    ok = bus:subscribe(Bus),
+    #{listener := #{os_pid := Old}} = bus:info(Bus),
+    [Listener] = [P || {_, P, _, _} <- supervisor:which_children(bus_port_sup), is_pid(P)],
+    ok = bus_port_listener:renew(Listener, all),
+    %% (A system call comes after the cast: the old program has been asked.)
+    _ = sys:get_state(Listener),
+    ok = bus_test_lib:wait_until(fun() -> has_thread(Old, "bus-port-handov") end, 5000),
+    ok = sys:suspend(Listener),
+    Self = self(),
+    spawn_link(fun() -> Self ! {counters, bus_port_listener:counters(Listener)} end),
+    ok = bus_test_lib:wait_until(fun() -> queued(Listener, fun(M) -> element(1, M) =:= '$gen_call' end) end, 5000),
+    ok = bus:broadcast(Bus, <<"last of the old program">>),
+    ok = bus_test_lib:wait_until(fun() -> queued(Listener, fun(M) -> M =:= {element(1, M), {data, <<"A">>}} end) end, 5000),
+    ok = sys:resume(Listener),
+    receive {counters, #{taken := 1}} -> ok after 5000 -> ct:fail(no_counters) end,
+    ok = bus_test_lib:wait_until(fun() ->
+             #{listener := #{os_pid := P}} = bus:info(Bus),
+             P =/= Old
+         end, 10000),
+    ok = bus:broadcast(Bus, <<"first of the new">>),
+    [receive
+         {bus, Bus, M} -> ok;
+         {bus_gap, Bus} -> ct:fail(gap)
+     after 5000 -> ct:fail({missing, M})
+     end || M <- [<<"last of the old program">>, <<"first of the new">>]],
+    #{listener := #{restarts := 0}} = bus:info(Bus),
+    ok = bus:unsubscribe(Bus),
+    ok = bus_test_lib:wait_listeners(Bus, 0).
+
 %% Internal.
 
 %% Every message up to the one numbered Last; a gap notice fails.
@@ -281,6 +320,17 @@ receive_all(Bus, Last, Acc) ->
             ct:fail({gap_after, length(Acc)})
     after 10000 -> ct:fail({missing_after, length(Acc)})
     end.
+
+%% Whether a message in Pid's queue satisfies Pred.
+queued(Pid, Pred) ->
+    {messages, Messages} = process_info(Pid, messages),
+    lists:any(Pred, Messages).
+
+%% Whether the process has a thread of that name (/proc truncates them).
+has_thread(OsPid, Name) ->
+    Tasks = filelib:wildcard("/proc/" ++ integer_to_list(OsPid) ++ "/task/*/comm"),
+    lists:any(fun(F) -> {ok, N} = file:read_file(F), string:trim(N) =:= list_to_binary(Name) end,
+              Tasks).
 
 alive(OsPid) ->
     filelib:is_dir("/proc/" ++ integer_to_list(OsPid)).
