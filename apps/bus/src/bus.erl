@@ -24,16 +24,14 @@
 -export([subscribe_for/4, unsubscribe_for/2, activate_for/3, bridge_of/1]).
 %% Bridges.
 -export([bridge/1, unbridge/1, start_bridge/1]).
+%% Configuration.
+-export([reload_config/0]).
 %% For bus_srv and bus_app.
 -export([path/1]).
 
 -export_type([name/0, well_known/0, message/0, broadcast_options/0, subscribe_options/0,
               active/0, reason/0, info/0]).
 
-%% Like gen_server:call/2: a broadcast waits this long for listeners by
-%% default (a stopped listener must not hold a dirty scheduler for good);
-%% the application environment's broadcast_timeout changes it.
--define(DEFAULT_TIMEOUT, 5000).
 -define(WELL_KNOWN, [generic, audio, video, input, files]).
 -define(CALL_TIMEOUT, 5000).
 -define(RETRIES, 5).
@@ -307,7 +305,7 @@ broadcast(Name, Message) ->
     broadcast(Name, Message, #{}).
 
 %% @doc Broadcasts Message and returns once every listener has it. Options:
-%% timeout (milliseconds, default ?DEFAULT_TIMEOUT, or infinity) bounds
+%% timeout (milliseconds, or infinity; default the env's broadcast_timeout, 5000) bounds
 %% every wait: {error, timeout} if nothing was published,
 %% {error, timeout_after_publish} if some listeners have the message (the
 %% round is finished in the background). The broadcast starts on the
@@ -319,11 +317,15 @@ broadcast(Name, Message) ->
 broadcast({Local, Node}, Message, Options) when is_atom(Node) ->
     remote(Node, broadcast, [Local, Message, Options]);
 broadcast(Name, Message, Options) ->
-    Bin = message(Message, [Name, Message, Options]),
-    {Timeout, NoWait} = options(Options, [Name, Message, Options]),
-    with_path(Name, fun(Path) ->
-        (bus_backend:for(Path)):broadcast(Path, Bin, Timeout, NoWait)
-    end).
+    %% (The hot path: the settings read once, no closure, no argument
+    %% list built unless it is raised.)
+    Settings = bus_config:settings(),
+    Bin = message(Message, Name, Options),
+    {Timeout, NoWait} = options(Options, bus_config:broadcast_timeout(Settings), Name, Message),
+    case path(Name) of
+        {ok, Path} -> (bus_backend:for(Path, Settings)):broadcast(Path, Bin, Timeout, NoWait);
+        {error, _} = Error -> Error
+    end.
 
 %% @doc Creates a bus named `random.' and 30 random characters in the runtime
 %% directory ($XDG_RUNTIME_DIR/bus or /run/bus, made if missing) and
@@ -391,6 +393,14 @@ resolve(Name) when is_binary(Name); is_list(Name) ->
     end;
 resolve(Name) ->
     erlang:error(badarg, [Name]).
+
+%% @doc Takes `backend', `bus_backends' and `broadcast_timeout' from the
+%% application env again, after application:set_env/3 while the
+%% application runs: they are read once (bus_config), not at every
+%% broadcast. Buses whose bus_srv runs keep the backend they started with.
+-spec reload_config() -> ok | {error, {bad_backend, term()}}.
+reload_config() ->
+    bus_config:load().
 
 %% @doc The well-known bus names.
 -spec well_known() -> [well_known()].
@@ -518,37 +528,35 @@ configured(Name, Buses) when is_list(Buses) ->
 configured(_Name, _Buses) ->
     error.
 
-message(Message, _Args) when is_binary(Message) ->
+message(Message, _Name, _Options) when is_binary(Message) ->
     Message;
-message(Message, Args) when is_list(Message) ->
+message(Message, Name, Options) when is_list(Message) ->
     try unicode:characters_to_binary(Message) of
         Bin when is_binary(Bin) -> Bin;
-        _ -> erlang:error(badarg, Args)
+        _ -> erlang:error(badarg, [Name, Message, Options])
     catch
-        error:badarg -> erlang:error(badarg, Args)
+        error:badarg -> erlang:error(badarg, [Name, Message, Options])
     end;
-message(_Message, Args) ->
-    erlang:error(badarg, Args).
+message(Message, Name, Options) ->
+    erlang:error(badarg, [Name, Message, Options]).
 
-options(Options, Args) when is_map(Options) ->
-    options(maps:to_list(Options), Args);
-options(Options, Args) when is_list(Options) ->
+%% {Timeout, NoWait} from broadcast/3's options.
+options(Options, Default, _Name, _Message) when Options =:= #{} ->
+    {Default, false};
+options(Options, Default, Name, Message) when is_map(Options) ->
+    try options(maps:to_list(Options), Default, Name, Message)
+    catch error:badarg -> erlang:error(badarg, [Name, Message, Options])
+    end;
+options(Options, Default, Name, Message) when is_list(Options) ->
     lists:foldl(fun
         ({timeout, infinity}, {_, N}) -> {infinity, N};
         ({timeout, T}, {_, N}) when is_integer(T), T >= 0 -> {T, N};
         ({nowait, B}, {T, _}) when is_boolean(B) -> {T, B};
         (nowait, {T, _}) -> {T, true};
-        (_, _) -> erlang:error(badarg, Args)
-    end, {default_timeout(), false}, Options);
-options(_Options, Args) ->
-    erlang:error(badarg, Args).
-
-default_timeout() ->
-    case application:get_env(bus, broadcast_timeout, ?DEFAULT_TIMEOUT) of
-        infinity -> infinity;
-        T when is_integer(T), T >= 0 -> T;
-        _ -> ?DEFAULT_TIMEOUT
-    end.
+        (_, _) -> erlang:error(badarg, [Name, Message, Options])
+    end, {Default, false}, Options);
+options(Options, _Default, Name, Message) ->
+    erlang:error(badarg, [Name, Message, Options]).
 
 is_id(undefined) -> true;
 is_id(Id) -> is_integer(Id) andalso Id >= 0 andalso Id =< 16#ffffffff.

@@ -4,14 +4,14 @@
 -module(bus_app).
 -behaviour(application).
 
--export([start/2, stop/1]).
+-export([start/2, stop/1, config_change/3]).
 
 %% application.
 
 -spec start(application:start_type(), term()) -> {ok, pid()} | {error, term()}.
 start(_Type, _Args) ->
     ok = cookie_from_environment(),
-    case check_backends() of
+    case bus_config:load() of
         ok -> start();
         {error, _} = Error -> Error
     end.
@@ -30,7 +30,16 @@ start() ->
 
 -spec stop(term()) -> ok.
 stop(_State) ->
-    ok.
+    bus_config:erase().
+
+%% A release upgrade changed the application env.
+-spec config_change([{atom(), term()}], [{atom(), term()}], [atom()]) -> ok.
+config_change(_Changed, _New, _Removed) ->
+    case bus_config:load() of
+        ok -> ok;
+        {error, Reason} -> logger:error(#{what => config_not_loaded, reason => Reason},
+                                        #{domain => [bus]})
+    end.
 
 %% Internal.
 
@@ -56,26 +65,6 @@ create_default_bus(Name) ->
         {error, Reason} ->
             {error, {default_bus, Name, Reason}}
     end.
-
-%% The env's backend (nif | port) and its per-bus overrides
-%% (bus_backends: a map from a bus's name to nif | port).
-check_backends() ->
-    Backend = application:get_env(bus, backend, nif),
-    Overrides = application:get_env(bus, bus_backends, #{}),
-    Bad = [{backend, Backend} || not is_backend(Backend)]
-        ++ case is_map(Overrides) of
-               true -> [{bus_backends, {Name, B}} || {Name, B} <- maps:to_list(Overrides),
-                                                     not is_backend(B)];
-               false -> [{bus_backends, Overrides}]
-           end,
-    case Bad of
-        [] -> ok;
-        [First | _] -> {error, {bad_backend, First}}
-    end.
-
-is_backend(nif) -> true;
-is_backend(port) -> true;
-is_backend(_) -> false.
 
 %% The application env's bridges: each bus's bridge starts now and joins
 %% the other nodes' as they connect.

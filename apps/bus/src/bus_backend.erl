@@ -31,7 +31,7 @@
 -module(bus_backend).
 
 %% API.
--export([default/0, for/1, name/1]).
+-export([default/0, for/1, for/2, name/1]).
 
 -export_type([handle/0, standing/0, item/0, from/0, name/0]).
 
@@ -89,23 +89,29 @@
 
 %% API.
 
-%% The backend of the node: the application env's `backend'.
+%% The backend of the node: the application env's `backend' (as
+%% bus_config last took it).
 -spec default() -> module().
 default() ->
-    module(application:get_env(bus, backend, nif)).
+    bus_config:backend(bus_config:settings()).
 
 %% The backend of the bus at Path: its entry in `bus_backends', or the
 %% node's.
 -spec for(binary()) -> module().
 for(Path) ->
-    case application:get_env(bus, bus_backends, #{}) of
+    for(Path, bus_config:settings()).
+
+%% The same with the settings already read.
+-spec for(binary(), bus_config:settings()) -> module().
+for(Path, Settings) ->
+    case bus_config:backends(Settings) of
         Backends when map_size(Backends) =:= 0 ->
-            default();
+            bus_config:backend(Settings);
         Backends ->
             Matching = [B || {Name, B} <- maps:to_list(Backends), path_of(Name) =:= Path],
             case Matching of
                 [Backend | _] -> module(Backend);
-                [] -> default()
+                [] -> bus_config:backend(Settings)
             end
     end.
 

@@ -135,55 +135,66 @@ forget_writers() ->
 %% Internal.
 
 broadcast(Path, Message, Timeout, NoWait, Retries) ->
-    case writer(Path) of
-        {ok, Writer, Cached} ->
-            %% Started on this scheduler; only a broadcast that has to
-            %% wait moves to a dirty one.
-            Result = case ?NIF:broadcast(Writer, Message, Timeout, NoWait) of
-                {wait, Pending} -> ?NIF:finish_broadcast(Pending);
-                Done -> Done
-            end,
-            case {Result, Cached} of
-                {{error, Stale}, cached} when Stale =:= gone; Stale =:= closed ->
-                    %% The bus may have been removed and created again:
-                    %% reopen once.
-                    _ = bus_tables:delete_writer(?NIF, Path, Writer),
-                    ok = ?NIF:close_writer(Writer),
-                    case Retries > 0 of
-                        true -> broadcast(Path, Message, Timeout, NoWait, Retries - 1);
-                        false -> Result
-                    end;
-                {_, cached} ->
-                    Result;
-                {_, temporary} ->
-                    ok = ?NIF:close_writer(Writer),
-                    Result
-            end;
-        {error, _} = Error ->
-            Error
-    end.
-
-%% The writer handle of a bus: cached while the application runs, opened
-%% for one broadcast otherwise.
-writer(Path) ->
-    Cache = bus_tables:writers_exist(),
-    case Cache andalso bus_tables:writer(?NIF, Path) of
+    case bus_tables:writer(?NIF, Path) of
         {ok, Writer} ->
-            {ok, Writer, cached};
-        _ ->
-            ok = bus_nif_loader:ensure(?NIF),
-            case ?NIF:open_writer(Path) of
-                {ok, Writer} when Cache ->
-                    case bus_tables:add_writer(?NIF, Path, Writer) of
-                        true ->
-                            {ok, Writer, cached};
-                        false ->
-                            ok = ?NIF:close_writer(Writer),
-                            writer(Path)
-                    end;
-                {ok, Writer} ->
-                    {ok, Writer, temporary};
+            send_cached(Path, Writer, Message, Timeout, NoWait, Retries);
+        Missing ->
+            case open_writer(Path, Missing =:= error) of
+                {ok, Writer, cached} ->
+                    %% (A writer just opened: no reopening.)
+                    send_cached(Path, Writer, Message, Timeout, NoWait, 0);
+                {ok, Writer, temporary} ->
+                    Result = send(Writer, Message, Timeout, NoWait),
+                    ok = ?NIF:close_writer(Writer),
+                    Result;
                 {error, _} = Error ->
                     Error
             end
+    end.
+
+%% Through the cached writer, which is dropped if its bus was found gone.
+send_cached(Path, Writer, Message, Timeout, NoWait, Retries) ->
+    case send(Writer, Message, Timeout, NoWait) of
+        {error, Stale} = Result when Stale =:= gone; Stale =:= closed ->
+            _ = bus_tables:delete_writer(?NIF, Path, Writer),
+            ok = ?NIF:close_writer(Writer),
+            %% The bus may have been removed and created again: reopen
+            %% once.
+            case Retries > 0 of
+                true -> broadcast(Path, Message, Timeout, NoWait, Retries - 1);
+                false -> Result
+            end;
+        Result ->
+            Result
+    end.
+
+%% Started on this scheduler; only a broadcast that has to wait moves to a
+%% dirty one.
+send(Writer, Message, Timeout, NoWait) ->
+    case ?NIF:broadcast(Writer, Message, Timeout, NoWait) of
+        {wait, Pending} -> ?NIF:finish_broadcast(Pending);
+        Done -> Done
+    end.
+
+%% Opens a writer: cached in the writers table if there is one (another
+%% process may have cached one meanwhile: that one is used), or for one
+%% broadcast (the application is not running).
+open_writer(Path, Cache) ->
+    ok = bus_nif_loader:ensure(?NIF),
+    case ?NIF:open_writer(Path) of
+        {ok, Writer} when Cache ->
+            case bus_tables:add_writer(?NIF, Path, Writer) of
+                true ->
+                    {ok, Writer, cached};
+                false ->
+                    ok = ?NIF:close_writer(Writer),
+                    case bus_tables:writer(?NIF, Path) of
+                        {ok, Cached} -> {ok, Cached, cached};
+                        Missing -> open_writer(Path, Missing =:= error)
+                    end
+            end;
+        {ok, Writer} ->
+            {ok, Writer, temporary};
+        {error, _} = Error ->
+            Error
     end.

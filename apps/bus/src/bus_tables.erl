@@ -126,11 +126,19 @@ release_server(Path, Pid) ->
 writers_exist() ->
     ets:whereis(?WRITERS) =/= undefined.
 
--spec writer(module(), binary()) -> {ok, term()} | error.
+%% The cached writer, or none (error), or no cache at all (no_table: the
+%% application is not running). One lookup: this is on every broadcast.
+-spec writer(module(), binary()) -> {ok, term()} | error | no_table.
 writer(Module, Path) ->
-    case ets:lookup(?WRITERS, {Module, Path}) of
-        [{_, Writer}] -> {ok, Writer};
-        [] -> error
+    try
+        {ok, ets:lookup_element(?WRITERS, {Module, Path}, 2)}
+    catch
+        %% (No such key, or no such table.)
+        error:badarg ->
+            case writers_exist() of
+                true -> error;
+                false -> no_table
+            end
     end.
 
 %% Adds a writer unless one is there already.

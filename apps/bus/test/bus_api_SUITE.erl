@@ -12,10 +12,10 @@
          broadcast_without_listener_returns/1, longest_message_is_delivered/1,
          too_long_and_nul_are_refused/1, missing_file/1, corrupted_file/1,
          bus_objects_gone/1, no_permission/1, wrong_types_are_badarg/1,
-         recreated_bus_is_reopened/1]).
+         recreated_bus_is_reopened/1, config_is_taken_when_reloaded/1]).
 
 all() ->
-    [{group, nif}, {group, port}].
+    [{group, nif}, {group, port}, config_is_taken_when_reloaded].
 
 %% Every case against both backends, with the same assertions.
 groups() ->
@@ -27,7 +27,7 @@ groups() ->
        recreated_bus_is_reopened]).
 
 init_per_group(Backend, Config) -> bus_test_lib:use_backend(Backend, Config).
-end_per_group(_Backend, _Config) -> application:set_env(bus, backend, nif).
+end_per_group(_Backend, _Config) -> bus_test_lib:use_backend(nif).
 
 init_per_suite(Config) -> bus_test_lib:start(Config).
 end_per_suite(Config) -> bus_test_lib:stop(Config).
@@ -214,3 +214,44 @@ recreated_bus_is_reopened(Config) ->
     ok = bus:broadcast(Bus, "0 second"),
     receive {bus, Bus, <<"0 second">>} -> ok after 1000 -> ct:fail(no_message) end,
     ok = bus_srv:unsubscribe(Bus).
+
+%% backend, bus_backends and broadcast_timeout are read once (every
+%% broadcast reads them): a change made with application:set_env/3 while
+%% the application runs is taken by bus:reload_config/0 or by a release
+%% upgrade's config_change; a bad value is refused and the settings stay
+%% as they were.
+config_is_taken_when_reloaded(Config) ->
+    try
+        First = bus_test_lib:new_bus(Config),
+        ok = application:set_env(bus, backend, port),
+        ok = bus_srv:subscribe(First),
+        #{backend := nif} = bus:info(First),
+        ok = bus:reload_config(),
+        Second = bus_test_lib:new_bus(Config),
+        ok = bus_srv:subscribe(Second),
+        #{backend := port} = bus:info(Second),
+        ok = bus:broadcast(Second, "0 through the port backend"),
+        receive {bus, Second, <<"0 through the port backend">>} -> ok
+        after 5000 -> ct:fail(no_message)
+        end,
+        ok = application:set_env(bus, bus_backends, #{Second => nif}),
+        ok = application:set_env(bus, broadcast_timeout, 1234),
+        ok = bus_app:config_change([{bus_backends, #{Second => nif}}, {broadcast_timeout, 1234}], [], []),
+        bus_backend_nif = bus_backend:for(Second),
+        bus_backend_port = bus_backend:default(),
+        1234 = bus_config:broadcast_timeout(bus_config:settings()),
+        ok = application:set_env(bus, backend, tcp),
+        {error, {bad_backend, {backend, tcp}}} = bus:reload_config(),
+        bus_backend_port = bus_backend:default(),
+        ok = application:set_env(bus, backend, port),
+        ok = application:set_env(bus, bus_backends, #{First => udp}),
+        {error, {bad_backend, {bus_backends, {First, udp}}}} = bus:reload_config(),
+        bus_backend_nif = bus_backend:for(Second),
+        [ok = bus_srv:unsubscribe(B) || B <- [First, Second]]
+    after
+        ok = application:set_env(bus, bus_backends, #{}),
+        ok = application:set_env(bus, broadcast_timeout, 5000),
+        ok = bus_test_lib:use_backend(nif)
+    end,
+    bus_backend_nif = bus_backend:default(),
+    5000 = bus_config:broadcast_timeout(bus_config:settings()).

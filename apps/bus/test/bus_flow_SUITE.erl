@@ -39,7 +39,7 @@ groups() ->
        stuck_subscriber_under_a_million, churn_on_a_hundred_buses]).
 
 init_per_group(Backend, Config) -> bus_test_lib:use_backend(Backend, Config).
-end_per_group(_Backend, _Config) -> application:set_env(bus, backend, nif).
+end_per_group(_Backend, _Config) -> bus_test_lib:use_backend(nif).
 
 init_per_suite(Config) -> bus_test_lib:start(Config).
 end_per_suite(Config) -> bus_test_lib:stop(Config).

@@ -27,7 +27,7 @@ groups() ->
        order_and_no_loss]).
 
 init_per_group(Backend, Config) -> bus_test_lib:use_backend(Backend, Config).
-end_per_group(_Backend, _Config) -> application:set_env(bus, backend, nif).
+end_per_group(_Backend, _Config) -> bus_test_lib:use_backend(nif).
 
 init_per_suite(Config) -> bus_test_lib:start(Config).
 end_per_suite(Config) -> bus_test_lib:stop(Config).

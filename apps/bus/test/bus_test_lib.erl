@@ -4,7 +4,7 @@
 -module(bus_test_lib).
 
 -export([start/1, stop/1, new_bus/1, new_bus/2, track/2, cleanup/1]).
--export([backend_groups/1, use_backend/2, backend/1]).
+-export([backend_groups/1, use_backend/1, use_backend/2, backend/1]).
 -export([receive_numbers/2, gap_then_in_order/2, write_until_stopped/3]).
 -export([cli/0, cli/1, run/3, spawn_cli/2, os_kill/2, listeners/1, wait_listeners/2,
          wait_until/2, flush/0, ipc_keys/0, sysv_mappings/0]).
@@ -38,10 +38,15 @@ backend_groups(Cases) ->
 %% Makes Backend (a group's name) the node's backend for the group's
 %% cases: every bus_srv started and every call made from now on uses it.
 use_backend(Backend, Config) when Backend =:= nif; Backend =:= port ->
-    ok = application:set_env(bus, backend, Backend),
+    ok = use_backend(Backend),
     [{backend, Backend} | Config];
 use_backend(_Group, Config) ->
     Config.
+
+%% The node's backend from now on (the env, taken at once).
+use_backend(Backend) ->
+    ok = application:set_env(bus, backend, Backend),
+    bus:reload_config().
 
 %% The backend of the group running (nif outside the groups).
 backend(Config) ->

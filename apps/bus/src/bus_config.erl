@@ -1,0 +1,109 @@
+%% @doc The settings every broadcast reads (`backend', `bus_backends',
+%% `broadcast_timeout'), kept in a persistent term so that a broadcast
+%% reads them with one lookup instead of three application env reads (a
+%% third of what bus:broadcast/2 added to the native call). They are
+%% checked and taken from the application env when the application starts,
+%% at a release upgrade that changes the configuration
+%% (bus_app:config_change/3) and by bus:reload_config/0 after
+%% application:set_env/3 at run time; while the application is not
+%% running (and during an upgrade from a release without this module)
+%% they are read from the env at each call.
+-module(bus_config).
+
+-export([load/0, erase/0, settings/0, backend/1, backends/1, broadcast_timeout/1]).
+
+-export_type([settings/0]).
+
+-define(KEY, {?MODULE, settings}).
+%% Like gen_server:call/2: a broadcast waits this long for listeners by
+%% default (a stopped listener must not hold a dirty scheduler for good).
+-define(DEFAULT_TIMEOUT, 5000).
+
+%% {Backend module, bus_backends as set, broadcast timeout}.
+-opaque settings() :: {module(), #{term() => bus_backend:name()}, timeout()}.
+
+%% API.
+
+%% Checks the env's settings and caches them; keeps the cache as it was
+%% and says which value is wrong if one is.
+-spec load() -> ok | {error, {bad_backend, term()}}.
+load() ->
+    case check(application:get_env(bus, backend, nif),
+               application:get_env(bus, bus_backends, #{})) of
+        ok ->
+            Settings = from_env(),
+            %% Replacing a persistent term makes every process that holds it
+            %% copy it: only when it changed.
+            case persistent_term:get(?KEY, undefined) of
+                Settings -> ok;
+                _ -> persistent_term:put(?KEY, Settings)
+            end;
+        {error, _} = Error ->
+            Error
+    end.
+
+%% Drops the cache (the application stopped, or a downgrade to a release
+%% without it).
+-spec erase() -> ok.
+erase() ->
+    _ = persistent_term:erase(?KEY),
+    ok.
+
+%% The settings, read once for the accessors below (one lookup).
+-spec settings() -> settings().
+settings() ->
+    case persistent_term:get(?KEY, undefined) of
+        undefined -> from_env();
+        Settings -> Settings
+    end.
+
+%% The node's backend module (`backend').
+-spec backend(settings()) -> module().
+backend({Backend, _, _}) ->
+    Backend.
+
+%% The per-bus overrides (`bus_backends').
+-spec backends(settings()) -> #{term() => bus_backend:name()}.
+backends({_, Backends, _}) ->
+    Backends.
+
+%% A broadcast's timeout when it gives none (`broadcast_timeout').
+-spec broadcast_timeout(settings()) -> timeout().
+broadcast_timeout({_, _, Timeout}) ->
+    Timeout.
+
+%% Internal.
+
+%% (Values load/0 refused, or set while the application is not running,
+%% fall back to the defaults, as they always did.)
+from_env() ->
+    Backend = case application:get_env(bus, backend, nif) of
+        port -> bus_backend_port;
+        _ -> bus_backend_nif
+    end,
+    Backends = case application:get_env(bus, bus_backends, #{}) of
+        Map when is_map(Map) -> Map;
+        _ -> #{}
+    end,
+    Timeout = case application:get_env(bus, broadcast_timeout, ?DEFAULT_TIMEOUT) of
+        infinity -> infinity;
+        T when is_integer(T), T >= 0 -> T;
+        _ -> ?DEFAULT_TIMEOUT
+    end,
+    {Backend, Backends, Timeout}.
+
+check(Backend, Overrides) ->
+    Bad = [{backend, Backend} || not is_backend(Backend)]
+        ++ case is_map(Overrides) of
+               true -> [{bus_backends, {Name, B}} || {Name, B} <- maps:to_list(Overrides),
+                                                     not is_backend(B)];
+               false -> [{bus_backends, Overrides}]
+           end,
+    case Bad of
+        [] -> ok;
+        [First | _] -> {error, {bad_backend, First}}
+    end.
+
+is_backend(nif) -> true;
+is_backend(port) -> true;
+is_backend(_) -> false.
