@@ -6,10 +6,14 @@
 //! peer read  PATH [LEAVE_AFTER]   listen with the callback loop: "ready",
 //! peer poll  PATH [LEAVE_AFTER]   then each message on a line, until "end"
 //!                                 or LEAVE_AFTER messages (stress, faults)
-//! peer latency PATH read|poll SPIN_US
+//! peer latency PATH read|poll|handoff SPIN_US
 //!                                 "ready", then, at "end", the latencies in
 //!                                 ns of the messages (each starts with its
-//!                                 send time) on one line, sorted (bench)
+//!                                 send time) on one line, sorted (bench);
+//!                                 handoff: a read loop passing each message
+//!                                 to a thread of its own, which stamps it
+//!                                 (the floor of a listener thread feeding
+//!                                 another thread, as the BEAM's does)
 //! peer count PATH N               "ready", take N messages, print "<N>
 //!                                 <seconds from the first to the last>"
 //! peer write PATH COUNT TAG       broadcast "TAG 0" .. "TAG COUNT-1", "done"
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
     let arg = |i: usize| -> &str { args.get(i).map(String::as_str).unwrap_or("") };
     let result = match role {
         "read" | "poll" => listen_lines(arg(1), role == "poll", arg(2).parse().ok()),
+        "latency" if arg(2) == "handoff" => latency_handoff(arg(1), arg(3)),
         "latency" => latency(arg(1), arg(2) == "poll", arg(3)),
         "count" => count(arg(1), arg(2)),
         "write" => write(arg(1), arg(2), arg(3)),
@@ -142,21 +147,80 @@ fn latency(path: &str, poll: bool, spin_us: &str) -> Outcome {
     let mut latencies = Vec::with_capacity(1 << 20);
     listen(&bus, poll, say_ready, |m| {
         let now = now_ns();
-        if m.starts_with(b"end") {
-            return false;
+        match sent_at(m) {
+            Some(sent) => latencies.push(now.saturating_sub(sent)),
+            None => return false,
         }
-        let end = m.iter().position(|&b| b == b' ').unwrap_or(m.len());
-        let sent: u64 = std::str::from_utf8(&m[..end])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .expect("a message starting with its send time");
-        latencies.push(now.saturating_sub(sent));
         true
     })?;
+    print_sorted(latencies);
+    Ok(())
+}
+
+/// The same latencies, stamped on a second thread the listener hands each
+/// message to (a queue under a mutex and a condition variable: the second
+/// thread sleeps until woken, one more thread wake-up per message).
+fn latency_handoff(path: &str, spin_us: &str) -> Outcome {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Condvar, Mutex};
+    let mut bus = Bus::open(path, Access::ReadOnly)?;
+    bus.set_spin(Duration::from_micros(spin_us.parse()?));
+    // None marks the end.
+    let queue = Arc::new((
+        Mutex::new(VecDeque::<Option<Vec<u8>>>::new()),
+        Condvar::new(),
+    ));
+    let stamper = {
+        let queue = Arc::clone(&queue);
+        std::thread::spawn(move || {
+            let mut latencies = Vec::with_capacity(1 << 20);
+            let (items, woken) = &*queue;
+            let mut items = items.lock().unwrap();
+            loop {
+                match items.pop_front() {
+                    Some(Some(m)) => {
+                        let now = now_ns();
+                        if let Some(sent) = sent_at(&m) {
+                            latencies.push(now.saturating_sub(sent));
+                        }
+                    }
+                    Some(None) => return latencies,
+                    None => items = woken.wait(items).unwrap(),
+                }
+            }
+        })
+    };
+    let hand = |item: Option<Vec<u8>>| {
+        let (items, woken) = &*queue;
+        items.lock().unwrap().push_back(item);
+        woken.notify_one();
+    };
+    listen(&bus, false, say_ready, |m| {
+        let end = sent_at(m).is_none();
+        hand(if end { None } else { Some(m.to_vec()) });
+        !end
+    })?;
+    print_sorted(stamper.join().map_err(|_| "the stamping thread panicked")?);
+    Ok(())
+}
+
+/// The send time a latency message starts with; None for "end".
+fn sent_at(m: &[u8]) -> Option<u64> {
+    if m.starts_with(b"end") {
+        return None;
+    }
+    let end = m.iter().position(|&b| b == b' ').unwrap_or(m.len());
+    let sent = std::str::from_utf8(&m[..end])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .expect("a message starting with its send time");
+    Some(sent)
+}
+
+fn print_sorted(mut latencies: Vec<u64>) {
     latencies.sort_unstable();
     let line: Vec<String> = latencies.iter().map(u64::to_string).collect();
     println!("{}", line.join(" "));
-    Ok(())
 }
 
 fn count(path: &str, n: &str) -> Outcome {
