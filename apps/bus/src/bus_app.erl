@@ -30,6 +30,7 @@ start() ->
 
 -spec stop(term()) -> ok.
 stop(_State) ->
+    ok = bus_backend_nif:forget_all(),
     bus_config:erase().
 
 %% A release upgrade changed the application env.

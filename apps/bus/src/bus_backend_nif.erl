@@ -1,7 +1,8 @@
 %% @doc The backend (see bus_backend) made of the native library loaded in
 %% the VM: listeners are native threads owned by NIF resources, broadcasts
-%% go through writer handles kept open between broadcasts, on the caller's
-%% scheduler unless they have to wait (then on a dirty I/O scheduler).
+%% go through the buses the library keeps open between broadcasts (while
+%% the application runs), on the caller's scheduler unless they have to
+%% wait (then on a dirty I/O scheduler).
 %% Every call goes through ?NIF, the native module of this version, loaded
 %% (bus_nif_loader) by the first call that needs it; a listener's handle
 %% names the native module that made it, so
@@ -17,8 +18,8 @@
 -export([listen/5, take/2, stop/1, detach/1, abandon/1, counters/1, settle/1, version/1,
          echo_broadcast/4]).
 -export([broadcast/4, create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1, forget/1]).
-%% For the appup: drops the writers of other native versions.
--export([forget_writers/0]).
+%% For the appup: drops the writers of other native versions; for bus_app.
+-export([forget_writers/0, forget_all/0]).
 
 -opaque handle() :: {module(), term()}.
 -export_type([handle/0]).
@@ -75,8 +76,9 @@ version({Nif, _}) ->
 echo_broadcast(_Listener, Path, Message, Timeout) ->
     broadcast(Path, Message, Timeout, false).
 
-%% Broadcasts through the bus's cached writer (opened on first use),
-%% reopening it once if the bus was removed and created again meanwhile.
+%% Broadcasts through the bus the library keeps open (opened on first use
+%% while the application runs, else for this broadcast only), reopening
+%% it once if the bus was removed and created again meanwhile.
 -spec broadcast(binary(), binary(), timeout(), boolean()) -> ok | {error, bus:reason()}.
 broadcast(Path, Message, Timeout, NoWait) ->
     broadcast(Path, Message, Timeout, NoWait, 1).
@@ -114,20 +116,25 @@ stat(Path) ->
     ok = bus_nif_loader:ensure(?NIF),
     ?NIF:stat(Path).
 
-%% Closes the cached writer of a bus (removed, or found gone).
+%% Closes the bus the library keeps open (removed, or found gone).
 -spec forget(binary()) -> ok.
 forget(Path) ->
-    case bus_tables:take_writer(?NIF, Path) of
-        {ok, Writer} -> ?NIF:close_writer(Writer);
-        error -> ok
+    case erlang:module_loaded(?NIF) of
+        true -> ?NIF:forget_cached(Path);
+        false -> ok
     end.
 
-%% Drops the cached writers of every native module but this version's
-%% (?NIF), so that none of the old library's resources is left in the
-%% table when it is unloaded; returns how many. Run by the appup once the
-%% new code is loaded (new broadcasts then cache ?NIF writers only), before
-%% the old native module is deleted. Each dropped writer detaches its bus
-%% in its destructor, run by the VM once no process holds it.
+%% Closes every bus the library keeps open (the application stops).
+-spec forget_all() -> ok.
+forget_all() ->
+    bus_nif_loader:release(?NIF).
+
+%% Drops the writer handles releases before 0.14.0 cached in the writers
+%% table (every native module but ?NIF), so that none of the old library's
+%% resources is left in the table when it is unloaded; returns how many.
+%% Run by the appup once the new code is loaded, before the old native
+%% module is deleted. Each dropped writer detaches its bus in its
+%% destructor, run by the VM once no process holds it.
 -spec forget_writers() -> non_neg_integer().
 forget_writers() ->
     bus_tables:delete_writers_except(?NIF).
@@ -135,31 +142,13 @@ forget_writers() ->
 %% Internal.
 
 broadcast(Path, Message, Timeout, NoWait, Retries) ->
-    case bus_tables:writer(?NIF, Path) of
-        {ok, Writer} ->
-            send_cached(Path, Writer, Message, Timeout, NoWait, Retries);
-        Missing ->
-            case open_writer(Path, Missing =:= error) of
-                {ok, Writer, cached} ->
-                    %% (A writer just opened: no reopening.)
-                    send_cached(Path, Writer, Message, Timeout, NoWait, 0);
-                {ok, Writer, temporary} ->
-                    Result = send(Writer, Message, Timeout, NoWait),
-                    ok = ?NIF:close_writer(Writer),
-                    Result;
-                {error, _} = Error ->
-                    Error
-            end
-    end.
-
-%% Through the cached writer, which is dropped if its bus was found gone.
-send_cached(Path, Writer, Message, Timeout, NoWait, Retries) ->
-    case send(Writer, Message, Timeout, NoWait) of
+    case broadcast_cached(Path, Message, Timeout, NoWait) of
+        not_open ->
+            open_and_broadcast(Path, Message, Timeout, NoWait);
         {error, Stale} = Result when Stale =:= gone; Stale =:= closed ->
-            _ = bus_tables:delete_writer(?NIF, Path, Writer),
-            ok = ?NIF:close_writer(Writer),
             %% The bus may have been removed and created again: reopen
             %% once.
+            ok = ?NIF:forget_cached(Path),
             case Retries > 0 of
                 true -> broadcast(Path, Message, Timeout, NoWait, Retries - 1);
                 false -> Result
@@ -168,33 +157,55 @@ send_cached(Path, Writer, Message, Timeout, NoWait, Retries) ->
             Result
     end.
 
-%% Started on this scheduler; only a broadcast that has to wait moves to a
-%% dirty one.
-send(Writer, Message, Timeout, NoWait) ->
-    case ?NIF:broadcast(Writer, Message, Timeout, NoWait) of
-        {wait, Pending} -> ?NIF:finish_broadcast(Pending);
-        Done -> Done
+open_and_broadcast(Path, Message, Timeout, NoWait) ->
+    case open(Path) of
+        ok ->
+            case broadcast_cached(Path, Message, Timeout, NoWait) of
+                not_open ->
+                    %% Closed again at once (a remove): not kept.
+                    broadcast_once(Path, Message, Timeout, NoWait);
+                {error, Stale} = Result when Stale =:= gone; Stale =:= closed ->
+                    ok = ?NIF:forget_cached(Path),
+                    Result;
+                Result ->
+                    Result
+            end;
+        not_running ->
+            broadcast_once(Path, Message, Timeout, NoWait);
+        {error, _} = Error ->
+            Error
     end.
 
-%% Opens a writer: cached in the writers table if there is one (another
-%% process may have cached one meanwhile: that one is used), or for one
-%% broadcast (the application is not running).
-open_writer(Path, Cache) ->
+%% Started on this scheduler; only a broadcast that has to wait moves to a
+%% dirty one. not_open until the library is loaded and keeps the bus open.
+broadcast_cached(Path, Message, Timeout, NoWait) ->
+    try ?NIF:broadcast_cached(Path, Message, Timeout, NoWait) of
+        {wait, Pending} -> ?NIF:finish_broadcast(Pending);
+        Result -> Result
+    catch
+        error:undef -> not_open
+    end.
+
+%% Has the library keep the bus open, if the application runs (when it
+%% stops, bus_app closes them all).
+open(Path) ->
+    ok = bus_nif_loader:ensure(?NIF),
+    case whereis(bus_sup) of
+        undefined -> not_running;
+        _ -> ?NIF:open_cached(Path)
+    end.
+
+%% Through a writer opened for this broadcast alone.
+broadcast_once(Path, Message, Timeout, NoWait) ->
     ok = bus_nif_loader:ensure(?NIF),
     case ?NIF:open_writer(Path) of
-        {ok, Writer} when Cache ->
-            case bus_tables:add_writer(?NIF, Path, Writer) of
-                true ->
-                    {ok, Writer, cached};
-                false ->
-                    ok = ?NIF:close_writer(Writer),
-                    case bus_tables:writer(?NIF, Path) of
-                        {ok, Cached} -> {ok, Cached, cached};
-                        Missing -> open_writer(Path, Missing =:= error)
-                    end
-            end;
         {ok, Writer} ->
-            {ok, Writer, temporary};
+            Result = case ?NIF:broadcast(Writer, Message, Timeout, NoWait) of
+                {wait, Pending} -> ?NIF:finish_broadcast(Pending);
+                Done -> Done
+            end,
+            ok = ?NIF:close_writer(Writer),
+            Result;
         {error, _} = Error ->
             Error
     end.

@@ -3,10 +3,11 @@
 %% application's modules: a release loads every listed module at boot,
 %% which would map the library into a node whose buses all use the port
 %% backend. They ship instead in priv/nif, each next to its library
-%% (native/bus_nif/build.sh puts them there).
+%% (native/bus_nif/build.sh puts them there). Before a native module is
+%% removed, release/1 closes what its library keeps open.
 -module(bus_nif_loader).
 
--export([ensure/1, path/1]).
+-export([ensure/1, path/1, release/1]).
 
 %% Returns once Module is loaded; raises if it cannot be.
 -spec ensure(module()) -> ok.
@@ -18,6 +19,21 @@ ensure(Module) ->
             %% One process at a time: loading the module a second time
             %% would load its library again, which rustler refuses.
             global:trans({{?MODULE, Module}, self()}, fun() -> load(Module) end, [node()])
+    end.
+
+%% Closes the buses Module's library keeps open for broadcasting (native
+%% version 8 and later), if it is loaded: before the module is removed (a
+%% library's statics are never dropped: the buses would stay attached
+%% until the node exits), or when the application stops.
+-spec release(module()) -> ok.
+release(Module) ->
+    case erlang:module_loaded(Module)
+         andalso erlang:function_exported(Module, forget_all_cached, 0) of
+        true ->
+            _ = Module:forget_all_cached(),
+            ok;
+        false ->
+            ok
     end.
 
 %% Where Module's beam is, without the extension.

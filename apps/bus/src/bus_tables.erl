@@ -10,9 +10,10 @@
 %%   options}, Options}' (a key of another size: 0.5.0's code sees none);
 %% - servers: `{Path, BusSrv}', each bus_srv claims its own entry, and
 %%   since 0.9.0 `{{bridge, Path}, Bridge}' for a bus's bridge;
-%% - writers: `{{Module, Path}, Writer}', the writer handles a backend
-%%   keeps open between broadcasts, keyed by the module that made them so
-%%   that code of one native version never uses another's.
+%% - writers: `{{Module, Path}, Writer}', the writer handles releases
+%%   before 0.14.0 kept open between broadcasts (since then the native
+%%   library keeps them itself); kept for a downgrade, and emptied by an
+%%   upgrade (delete_writers_except/1).
 -module(bus_tables).
 
 %% API.
@@ -20,8 +21,7 @@
 -export([add_subscription/3, add_subscription/4, delete_subscription/2, subscriptions/1,
          subscriptions_with_options/1, subscribers/1, save_options/3, delete_options/2]).
 -export([server/1, served/0, claim_server/2, release_server/2]).
--export([writers_exist/0, writer/2, add_writer/3, delete_writer/3, take_writer/2,
-         delete_writers_except/1]).
+-export([delete_writers_except/1]).
 
 -define(SUBSCRIPTIONS, bus_subscriptions).
 -define(SERVERS, bus_servers).
@@ -120,44 +120,6 @@ release_server(Path, Pid) ->
 
 %% Writers.
 
-%% Whether the writers table exists (not when the application is not
-%% running: broadcasts then open a writer each).
--spec writers_exist() -> boolean().
-writers_exist() ->
-    ets:whereis(?WRITERS) =/= undefined.
-
-%% The cached writer, or none (error), or no cache at all (no_table: the
-%% application is not running). One lookup: this is on every broadcast.
--spec writer(module(), binary()) -> {ok, term()} | error | no_table.
-writer(Module, Path) ->
-    try
-        {ok, ets:lookup_element(?WRITERS, {Module, Path}, 2)}
-    catch
-        %% (No such key, or no such table.)
-        error:badarg ->
-            case writers_exist() of
-                true -> error;
-                false -> no_table
-            end
-    end.
-
-%% Adds a writer unless one is there already.
--spec add_writer(module(), binary(), term()) -> boolean().
-add_writer(Module, Path, Writer) ->
-    ets:insert_new(?WRITERS, {{Module, Path}, Writer}).
-
-%% Deletes this very writer (not one that replaced it).
--spec delete_writer(module(), binary(), term()) -> non_neg_integer().
-delete_writer(Module, Path, Writer) ->
-    ets:select_delete(?WRITERS, [{{{Module, Path}, Writer}, [], [true]}]).
-
--spec take_writer(module(), binary()) -> {ok, term()} | error.
-take_writer(Module, Path) ->
-    case writers_exist() andalso ets:take(?WRITERS, {Module, Path}) of
-        [{_, Writer}] -> {ok, Writer};
-        _ -> error
-    end.
-
 %% Deletes the writers of every module but Module; returns how many.
 -spec delete_writers_except(module()) -> non_neg_integer().
 delete_writers_except(Module) ->
@@ -167,6 +129,11 @@ delete_writers_except(Module) ->
     end.
 
 %% Internal.
+
+%% Whether the writers table exists (not when the application is not
+%% running).
+writers_exist() ->
+    ets:whereis(?WRITERS) =/= undefined.
 
 replace(Path, Dead, Pid) ->
     1 =:= ets:select_replace(?SERVERS, [{{Path, Dead}, [], [{const, {Path, Pid}}]}]).

@@ -16,13 +16,13 @@
          garbage_collected_listener_leaves/1, listener_down_when_bus_removed/1,
          listeners_do_not_hold_schedulers/1, timeout_against_stopped_listener/1,
          nowait_is_busy_while_another_writes/1, closed_writer/1,
-         handover_under_traffic/1, detach_twice/1]).
+         handover_under_traffic/1, detach_twice/1, library_keeps_buses_open/1]).
 
 all() ->
     [listener_joins_and_stops, owner_death_leaves_the_bus, garbage_collected_listener_leaves,
      listener_down_when_bus_removed, listeners_do_not_hold_schedulers,
      timeout_against_stopped_listener, nowait_is_busy_while_another_writes, closed_writer,
-     handover_under_traffic, detach_twice].
+     handover_under_traffic, detach_twice, library_keeps_buses_open].
 
 %% The native module is called directly here: load it as bus_backend_nif
 %% would.
@@ -271,3 +271,33 @@ detach_twice(Config) ->
     ok = ?NIF:stop_listener(L2),
     {error, closed} = ?NIF:detach_listener(L2),
     ?assertError(badarg, ?NIF:listen(Bus, self(), Tag, sideways, ?WINDOW)).
+
+%% The buses bus:broadcast/2 goes through are kept open by the library
+%% (one attachment of this OS process each), from the first broadcast
+%% until the bus is removed (bus:remove/1), found gone (a remove from
+%% elsewhere: the next broadcast closes it and reopens a recreated bus),
+%% or the application stops (forget_all_cached/0 then says which).
+library_keeps_buses_open(Config) ->
+    [A, B] = [bus_test_lib:new_bus(Config) || _ <- [a, b]],
+    Attached = fun(Bus) -> {ok, #{attached := N}} = bus:stat(Bus), N end,
+    [0, 0] = [Attached(Bus) || Bus <- [A, B]],
+    not_open = ?NIF:broadcast_cached(A, <<"0 x">>, infinity, false),
+    ok = bus:broadcast(A, <<"0 x">>),
+    ok = ?NIF:broadcast_cached(A, <<"0 x">>, infinity, false),
+    {error, message_contains_nul} = ?NIF:broadcast_cached(A, <<"0 \0">>, infinity, false),
+    ok = bus:broadcast(B, <<"0 x">>),
+    [1, 1] = [Attached(Bus) || Bus <- [A, B]],
+    ok = ?NIF:open_cached(A),
+    1 = Attached(A),
+    ok = bus:remove(B),
+    not_open = ?NIF:broadcast_cached(B, <<"0 x">>, infinity, false),
+    {0, _} = bus_test_lib:cli(["remove", A]),
+    {0, _} = bus_test_lib:cli(["create", "-x", A]),
+    ok = bus:broadcast(A, <<"0 recreated">>),
+    1 = Attached(A),
+    [A] = ?NIF:forget_all_cached(),
+    0 = Attached(A),
+    [] = ?NIF:forget_all_cached(),
+    {error, enoent} = ?NIF:open_cached(B),
+    ?assertError(badarg, ?NIF:broadcast_cached(A, <<"0 x">>, -1, false)),
+    ?assertError(badarg, ?NIF:broadcast_cached(not_a_path, <<"0 x">>, infinity, false)).

@@ -1,16 +1,27 @@
-//! Broadcasting through an open writer handle kept as a resource, so that
-//! repeated broadcasts do not reopen the bus. A broadcast starts on the
-//! calling scheduler and moves to a dirty one only if it has to wait.
+//! Broadcasting through an open bus, so that repeated broadcasts do not
+//! reopen it: either the library's own cache of writers by pathname
+//! (`broadcast_cached/4`, what `bus:broadcast` uses: one hash lookup, no
+//! handle to keep in Erlang), or a writer handle kept as a resource. A
+//! broadcast starts on the calling scheduler and moves to a dirty one only
+//! if it has to wait.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 use bus::{Access, Begun, Bus, Deadline, Message, PendingWrite, WriteOptions};
 use rustler::{Binary, Decoder, Encoder, Env, NifResult, Resource, ResourceArc, Term};
 
-use crate::term::{path, Done, Failure};
+use crate::term::{path, Done, Failure, PathTerm};
 
-rustler::atoms! { infinity, wait }
+rustler::atoms! { infinity, wait, not_open }
+
+/// The buses this library keeps open for broadcasting, by pathname. Each
+/// loaded version of the library has its own; `forget_all_cached/0`
+/// empties it before the library is unloaded (a static is never dropped).
+static CACHED: LazyLock<RwLock<HashMap<Vec<u8>, Arc<Bus>>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
 
 /// An open bus used for broadcasting. `None` once closed: broadcasts then
 /// fail with `{error, closed}`. (A broadcast left to finish holds the bus
@@ -28,10 +39,12 @@ pub struct Pending(Mutex<Option<PendingWrite>>);
 #[rustler::resource_impl]
 impl Resource for Pending {}
 
-/// What broadcast/4 returns: `ok`, `{error, Reason}`, or `{wait, Pending}`.
+/// What broadcast/4 returns: `ok`, `{error, Reason}`, or `{wait, Pending}`
+/// (and broadcast_cached/4 `not_open`).
 enum Started {
     Done(Done),
     Wait(ResourceArc<Pending>),
+    NotOpen,
 }
 
 impl Encoder for Started {
@@ -39,6 +52,7 @@ impl Encoder for Started {
         match self {
             Started::Done(done) => done.encode(env),
             Started::Wait(pending) => (wait(), pending).encode(env),
+            Started::NotOpen => not_open().encode(env),
         }
     }
 }
@@ -85,6 +99,32 @@ fn broadcast(
     let Some(bus) = writer.0.read().unwrap_or_else(|e| e.into_inner()).clone() else {
         return Started::Done(Done(Err(Failure::CLOSED)));
     };
+    begin(&bus, message, timeout, nowait)
+}
+
+/// `broadcast_cached(Path, Message, Timeout, NoWait) -> ok | {error,
+/// Reason} | {wait, Pending} | not_open`: broadcast/4 through the bus this
+/// library keeps open at `Path`; `not_open` if it keeps none (open_cached/1
+/// opens it). On the calling (normal) scheduler, never blocking.
+#[rustler::nif]
+fn broadcast_cached(at: Binary, message: Binary, timeout: Timeout, nowait: bool) -> Started {
+    let message = match Message::new(message.as_slice()) {
+        Ok(m) => m,
+        Err(e) => return Started::Done(Err::<(), _>(e).into()),
+    };
+    let bus = CACHED
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(at.as_slice())
+        .cloned();
+    match bus {
+        Some(bus) => begin(&bus, message, timeout, nowait),
+        None => Started::NotOpen,
+    }
+}
+
+/// Starts a broadcast: done, or left for finish_broadcast/1.
+fn begin(bus: &Arc<Bus>, message: Message, timeout: Timeout, nowait: bool) -> Started {
     let options = WriteOptions {
         nowait,
         deadline: timeout.0.map(Deadline::after),
@@ -96,6 +136,53 @@ fn broadcast(
             Started::Wait(ResourceArc::new(Pending(Mutex::new(Some(pending)))))
         }
     }
+}
+
+/// `open_cached(Path) -> ok | {error, Reason}`: opens the bus for
+/// broadcast_cached/4, unless it is open already.
+#[rustler::nif(schedule = "DirtyIo")]
+fn open_cached(at: Binary) -> Done {
+    if CACHED
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains_key(at.as_slice())
+    {
+        return Done(Ok(()));
+    }
+    let bus = match Bus::open(path(&at), Access::Write) {
+        Ok(bus) => Arc::new(bus),
+        Err(e) => return Err::<(), _>(e).into(),
+    };
+    // Another process may have opened it meanwhile: the first one stays.
+    CACHED
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(at.as_slice().to_vec())
+        .or_insert(bus);
+    Done(Ok(()))
+}
+
+/// `forget_cached(Path) -> ok`: closes the bus kept open at `Path` (it was
+/// removed, or found gone); a broadcast still finishing keeps it until it
+/// is done.
+#[rustler::nif(schedule = "DirtyIo")]
+fn forget_cached(at: Binary) -> Done {
+    let bus = CACHED
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(at.as_slice());
+    drop(bus);
+    Done(Ok(()))
+}
+
+/// `forget_all_cached() -> [Path]`: closes every bus kept open, and says
+/// which (before this library is unloaded, or the application stops).
+#[rustler::nif(schedule = "DirtyIo")]
+fn forget_all_cached() -> Vec<PathTerm> {
+    let all = std::mem::take(&mut *CACHED.write().unwrap_or_else(|e| e.into_inner()));
+    all.into_keys()
+        .map(|p| PathTerm(std::ffi::OsStr::from_bytes(&p).into()))
+        .collect()
 }
 
 /// `finish_broadcast(Pending) -> ok | {error, Reason}`: the rest of a

@@ -1,4 +1,4 @@
-%% @doc The native functions (native/bus_nif), native version 7. The
+%% @doc The native functions (native/bus_nif), native version 8. The
 %% module is named after the native version so that the next version's
 %% module and library can be loaded side by side with this one during a
 %% hot upgrade; other modules call it as `?NIF' (include/bus_nif.hrl).
@@ -9,10 +9,11 @@
 %% priv/nif, next to its library, and bus_nif_loader loads it the first
 %% time a bus uses the NIF backend, so that a node that never does maps
 %% no native code.
--module(bus_nif_7).
+-module(bus_nif_8).
 
 -export([create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1]).
 -export([open_writer/1, broadcast/4, finish_broadcast/1, close_writer/1]).
+-export([broadcast_cached/4, open_cached/1, forget_cached/1, forget_all_cached/0]).
 -export([listen/5, take/2, stop_listener/1, detach_listener/1, leave_detached/1,
          listener_info/1]).
 -export([native_version/0]).
@@ -21,6 +22,7 @@
 
 -nifs([create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1,
        open_writer/1, broadcast/4, finish_broadcast/1, close_writer/1,
+       broadcast_cached/4, open_cached/1, forget_cached/1, forget_all_cached/0,
        listen/5, take/2, stop_listener/1, detach_listener/1, leave_detached/1,
        listener_info/1,
        native_version/0]).
@@ -83,6 +85,28 @@ finish_broadcast(_Pending) -> erlang:nif_error(not_loaded).
 -spec close_writer(writer()) -> ok.
 close_writer(_Writer) -> erlang:nif_error(not_loaded).
 
+%% broadcast/4 through the bus this library keeps open at Path (one hash
+%% lookup in the library: no writer handle to keep in Erlang); not_open if
+%% it keeps none: open_cached/1 opens it.
+-spec broadcast_cached(binary(), binary(), timeout(), boolean()) ->
+    ok | {error, reason()} | {wait, pending()} | not_open.
+broadcast_cached(_Path, _Message, _Timeout, _NoWait) -> erlang:nif_error(not_loaded).
+
+%% Opens the bus at Path for broadcast_cached/4, unless it is open.
+-spec open_cached(binary()) -> ok | {error, reason()}.
+open_cached(_Path) -> erlang:nif_error(not_loaded).
+
+%% Closes the bus kept open at Path (removed, or found gone); a broadcast
+%% still finishing keeps it until it is done.
+-spec forget_cached(binary()) -> ok.
+forget_cached(_Path) -> erlang:nif_error(not_loaded).
+
+%% Closes every bus kept open and returns their pathnames: before this
+%% library is unloaded (nothing else would close them) or when the
+%% application stops.
+-spec forget_all_cached() -> [binary()].
+forget_all_cached() -> erlang:nif_error(not_loaded).
+
 %% Starts a native listener (a thread feeding a queue) that sends Owner
 %% {bus_listening, Tag} once counted on the bus, then {bus_ready, Tag}
 %% whenever its queue, empty until then, has something to take/2; or
@@ -126,7 +150,7 @@ stop_listener(_Listener) -> erlang:nif_error(not_loaded).
 -spec detach_listener(listener()) -> {ok, standing()} | {error, reason()}.
 detach_listener(_Listener) -> erlang:nif_error(not_loaded).
 
-%% The native version of the loaded library (7): it must match this
+%% The native version of the loaded library (8): it must match this
 %% module's name.
 -spec native_version() -> pos_integer().
 native_version() -> erlang:nif_error(not_loaded).
