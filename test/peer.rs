@@ -12,8 +12,8 @@
 //!                                 send time) on one line, sorted (bench);
 //!                                 handoff: a read loop passing each message
 //!                                 to a thread of its own, which stamps it
-//!                                 (the floor of a listener thread feeding
-//!                                 another thread, as the BEAM's does)
+//!                                 (one more wake-up, as a listener thread
+//!                                 feeding another thread pays)
 //! peer count PATH N               "ready", take N messages, print "<N>
 //!                                 <seconds from the first to the last>"
 //! peer write PATH COUNT TAG       broadcast "TAG 0" .. "TAG COUNT-1", "done"
