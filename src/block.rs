@@ -59,6 +59,12 @@ impl Spinner {
     /// The bus's processes are counted again once in this many waits.
     const COUNT_EVERY: u64 = 64;
 
+    pub fn with_max(max: Duration) -> Spinner {
+        let spinner = Spinner::default();
+        spinner.set_max(max);
+        spinner
+    }
+
     pub fn set_max(&self, max: Duration) {
         let ns = max.as_nanos().min(u128::from(u64::MAX)) as u64;
         self.max_ns.store(ns, Ordering::Relaxed);

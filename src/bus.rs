@@ -38,6 +38,42 @@ pub struct Bus {
     pub(crate) finishing: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
+/// The spinning budget a bus gets when opened (see [`Bus::set_spin`]) if
+/// [`SPIN_VARIABLE`] does not say otherwise.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// The environment variable that sets the spinning budget of every bus a
+/// process opens, in microseconds: `0` turns spinning off. Read once, at
+/// the first open, by every binding (the C library, the command, Python,
+/// Erlang's native listeners and port programs).
+pub const SPIN_VARIABLE: &str = "BUS_SPIN_US";
+
+/// The largest budget [`SPIN_VARIABLE`] may ask for (spinning longer than
+/// a scheduler's time slice is never worth it).
+pub const MAX_SPIN: Duration = Duration::from_millis(10);
+
+/// A value of [`SPIN_VARIABLE`]: microseconds, an integer from 0 to
+/// [`MAX_SPIN`]; None if it is anything else.
+pub fn parse_spin(value: &str) -> Option<Duration> {
+    let us: u64 = value.trim().parse().ok()?;
+    let spin = Duration::from_micros(us);
+    (spin <= MAX_SPIN).then_some(spin)
+}
+
+/// The spinning budget every bus this process opens starts with:
+/// [`SPIN_VARIABLE`] if it is set to a valid value, else [`DEFAULT_SPIN`]
+/// (an invalid value is ignored here; the `bus` command refuses it). Read
+/// once per process.
+pub fn default_spin() -> Duration {
+    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| {
+        std::env::var(SPIN_VARIABLE)
+            .ok()
+            .and_then(|v| parse_spin(&v))
+            .unwrap_or(DEFAULT_SPIN)
+    })
+}
+
 impl Bus {
     /// Opens the bus whose file is at `path`.
     #[doc(alias = "bus_open")]
@@ -58,7 +94,7 @@ impl Bus {
             sem,
             mem,
             access,
-            spin: Spinner::default(),
+            spin: Spinner::with_max(default_spin()),
             finishing: std::sync::Mutex::default(),
         })
     }
@@ -92,7 +128,8 @@ impl Bus {
     }
 
     /// Before blocking on a semaphore, retry without blocking for up to
-    /// `max` (default: zero, never spin). Spinning trades CPU for latency
+    /// `max` (zero: never spin; default: [`default_spin`], 50 µs unless
+    /// `BUS_SPIN_US` says otherwise). Spinning trades CPU for latency
     /// when the other side answers within microseconds; the budget adapts:
     /// it shrinks to nothing when spinning does not pay (an idle bus), and
     /// there is no spinning while no core is free (as many tasks runnable
@@ -103,7 +140,7 @@ impl Bus {
         self.spin.set_max(max);
     }
 
-    /// The maximum spinning budget set by [`Bus::set_spin`].
+    /// The maximum spinning budget ([`Bus::set_spin`], [`default_spin`]).
     pub fn spin(&self) -> Duration {
         self.spin.max()
     }
@@ -124,5 +161,20 @@ impl Bus {
     /// Makes one atomic semaphore operation (see [`block::semop`]).
     pub(crate) fn op(&self, ops: &[SemOp], mode: Mode, limits: &Limits<'_>) -> Result<()> {
         block::semop(&self.path, self.sem, ops, mode, limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spin_values() {
+        assert_eq!(parse_spin("0"), Some(Duration::ZERO));
+        assert_eq!(parse_spin("50"), Some(Duration::from_micros(50)));
+        assert_eq!(parse_spin(" 10000\n"), Some(MAX_SPIN));
+        for bad in ["", "-1", "10001", "5us", "0x10", "1e3"] {
+            assert_eq!(parse_spin(bad), None, "{bad:?}");
+        }
     }
 }

@@ -51,7 +51,9 @@ pub mod tokio;
 mod writer;
 
 pub use crate::admin::{chmod, chown, create, create_in, normalise_mode, stat, unlink, Status};
-pub use crate::bus::{Access, Bus};
+pub use crate::bus::{
+    default_spin, parse_spin, Access, Bus, DEFAULT_SPIN, MAX_SPIN, SPIN_VARIABLE,
+};
 pub use crate::error::{Error, Result};
 pub use crate::listener::{Event, Flow, Poller, ReadOptions, Standing};
 pub use crate::message::{Message, MAX_MESSAGE_LEN};

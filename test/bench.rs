@@ -8,8 +8,10 @@
 //! 64- and 2000-byte messages it prints broadcasts per second, p50 / p99
 //! latency from `write` to the listener, and the cost of one broadcast as a
 //! ratio of a blocking pipe round trip between two processes, measured in
-//! the same run. `--spin MICROS` lets writer and listeners spin that long
-//! before blocking; the CPU time used per broadcast is printed either way.
+//! the same run. Writer and listeners spin before blocking as the library
+//! does by default (`BUS_SPIN_US`, else 50 us), or up to `--spin MICROS`
+//! (`--spin 0`: never); the CPU time used per broadcast is printed either
+//! way.
 //! `--peers` adds the floor (the cost of one listener and of each extra
 //! one, with and without spinning) and the comparison with D-Bus and a
 //! Unix-socket fan-out (test/bench_peers.rs).
@@ -29,11 +31,13 @@ fn main() {
     bench(&args);
 }
 
+/// `--spin MICROS`, else the library's default (`bus::default_spin`:
+/// `BUS_SPIN_US`, else 50 us).
 fn spin_of(args: &[String]) -> Duration {
     args.iter()
         .position(|a| a == "--spin")
         .map(|i| Duration::from_micros(args[i + 1].parse().expect("--spin MICROS")))
-        .unwrap_or(Duration::ZERO)
+        .unwrap_or_else(bus::default_spin)
 }
 
 fn now_ns() -> u64 {
@@ -195,10 +199,10 @@ fn bench(args: &[String]) {
         );
         println!(
             "spinning before blocking: {}",
-            if spin.is_zero() {
-                "off".to_string()
-            } else {
-                format!("{} us", spin.as_micros())
+            match (spin.is_zero(), spin == bus::default_spin()) {
+                (true, _) => "off".to_string(),
+                (false, true) => format!("{} us (the default)", spin.as_micros()),
+                (false, false) => format!("{} us", spin.as_micros()),
             }
         );
         println!();

@@ -501,6 +501,31 @@ fn the_version_is_the_crates_and_the_erlang_releases() {
 
 /// Unknown commands and options, wrong argument counts and misplaced
 /// options exit 2 with the usage on stderr and touch nothing.
+/// `BUS_SPIN_US` sets the spinning budget of every bus the command opens
+/// (0: none); a value the library cannot read is refused before anything
+/// is done.
+#[test]
+fn spin_variable_is_checked() {
+    let dir = temp_dir("cli");
+    let path = dir.path().join("spin").to_str().unwrap().to_string();
+    let _guard = BusGuard::create(&path);
+    let with_spin = |value: &str, args: &[&str]| {
+        run(
+            Command::new(BIN).args(args).env("BUS_SPIN_US", value),
+            args.iter().map(|s| s.to_string()).collect(),
+        )
+    };
+    for good in ["0", "50", " 75", "10000"] {
+        with_spin(good, &["broadcast", &path, "0 m"]).ok();
+    }
+    for bad in ["", "-1", "fifty", "10001", "1.5", "99999999999999999999"] {
+        with_spin(bad, &["broadcast", &path, "0 m"])
+            .fails("BUS_SPIN_US: not a number of microseconds from 0 to 10000");
+        with_spin(bad, &["create", &format!("{path}.not-made")]).fails("BUS_SPIN_US");
+        assert!(!Path::new(&format!("{path}.not-made")).exists());
+    }
+}
+
 #[test]
 fn usage_errors_exit_2_and_change_nothing() {
     let dir = temp_dir("cli");

@@ -42,6 +42,8 @@
 //!                                 latencies (ns) of the PACED ones
 //! ```
 //! "ready" means counted on the bus: no later broadcast is missed.
+//! SPIN_US: the spinning budget in microseconds, or `default` (what
+//! `Bus::open` gives: `BUS_SPIN_US`, else 50).
 
 use std::io::{BufWriter, Read, Write};
 use std::process::ExitCode;
@@ -137,13 +139,21 @@ fn listen_lines(path: &str, poll: bool, leave_after: Option<u64>) -> Outcome {
     Ok(())
 }
 
+/// Sets the spinning budget SPIN_US asks for (`default`: leaves it).
+fn set_spin(bus: &mut Bus, spin_us: &str) -> Outcome {
+    if spin_us != "default" {
+        bus.set_spin(Duration::from_micros(spin_us.parse()?));
+    }
+    Ok(())
+}
+
 fn now_ns() -> u64 {
     Clock::MONOTONIC.now().as_nanos() as u64
 }
 
 fn latency(path: &str, poll: bool, spin_us: &str) -> Outcome {
     let mut bus = Bus::open(path, Access::ReadOnly)?;
-    bus.set_spin(Duration::from_micros(spin_us.parse()?));
+    set_spin(&mut bus, spin_us)?;
     let mut latencies = Vec::with_capacity(1 << 20);
     listen(&bus, poll, say_ready, |m| {
         let now = now_ns();
@@ -164,7 +174,7 @@ fn latency_handoff(path: &str, spin_us: &str) -> Outcome {
     use std::collections::VecDeque;
     use std::sync::{Arc, Condvar, Mutex};
     let mut bus = Bus::open(path, Access::ReadOnly)?;
-    bus.set_spin(Duration::from_micros(spin_us.parse()?));
+    set_spin(&mut bus, spin_us)?;
     // None marks the end.
     let queue = Arc::new((
         Mutex::new(VecDeque::<Option<Vec<u8>>>::new()),
@@ -379,7 +389,7 @@ fn sent_ns(message: &[u8]) -> u64 {
 
 fn bus_recv(path: &str, spin_us: &str, mut sink: Sink) -> Outcome {
     let mut bus = Bus::open(path, Access::ReadOnly)?;
-    bus.set_spin(Duration::from_micros(spin_us.parse()?));
+    set_spin(&mut bus, spin_us)?;
     if sink.total > 0 {
         listen(&bus, false, say_ready, |m| sink.take(m))?;
     }

@@ -80,7 +80,24 @@ fn complain(what: &str) {
 }
 
 fn run(args: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
+    check_spin_variable()?;
     execute(parse(args)?)
+}
+
+/// The library ignores a `BUS_SPIN_US` it cannot read (and spins its
+/// default); the command says so instead.
+fn check_spin_variable() -> Result<(), Failure> {
+    match std::env::var_os(bus::SPIN_VARIABLE) {
+        Some(value) if value.to_str().and_then(bus::parse_spin).is_none() => {
+            Err(Failure::Failed(format!(
+                "{}: not a number of microseconds from 0 to {}: {:?}",
+                bus::SPIN_VARIABLE,
+                bus::MAX_SPIN.as_micros(),
+                value
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 // --- The command line. -------------------------------------------------------
