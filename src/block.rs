@@ -194,7 +194,13 @@ pub(crate) fn semop(
         return Err(Error::Interrupted);
     }
     if let Some(spinner) = limits.spin {
-        let budget = spinner.budget(sem);
+        let mut budget = spinner.budget(sem);
+        // Never spin past the deadline: one already passed means a single
+        // try, and no waiting at all.
+        if let Some(d) = deadline {
+            let left = d.remaining().map_or(0, |r| r.as_nanos());
+            budget = budget.min(u64::try_from(left).unwrap_or(u64::MAX));
+        }
         if budget > 0 {
             let success = spin(sem, ops, Duration::from_nanos(budget));
             spinner.record(budget, success);
