@@ -39,8 +39,11 @@ pub struct Bus {
 }
 
 /// The spinning budget a bus gets when opened (see [`Bus::set_spin`]) if
-/// [`SPIN_VARIABLE`] does not say otherwise.
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+/// [`SPIN_VARIABLE`] does not say otherwise: none. (Spinning saves CPU and
+/// cuts a broadcast to one listener several times where a core is free,
+/// but was not shown to cost nothing while every core is busy: see the
+/// README's Performance section.)
+pub const DEFAULT_SPIN: Duration = Duration::ZERO;
 
 /// The environment variable that sets the spinning budget of every bus a
 /// process opens, in microseconds: `0` turns spinning off. Read once, at
@@ -128,8 +131,8 @@ impl Bus {
     }
 
     /// Before blocking on a semaphore, retry without blocking for up to
-    /// `max` (zero: never spin; default: [`default_spin`], 50 µs unless
-    /// `BUS_SPIN_US` says otherwise). Spinning trades CPU for latency
+    /// `max` (zero: never spin; default: [`default_spin`], no spinning
+    /// unless `BUS_SPIN_US` says otherwise). Spinning trades CPU for latency
     /// when the other side answers within microseconds; the budget adapts:
     /// it shrinks to nothing when spinning does not pay (an idle bus), and
     /// there is no spinning while no core is free (as many tasks runnable

@@ -9,7 +9,7 @@
 //! latency from `write` to the listener, and the cost of one broadcast as a
 //! ratio of a blocking pipe round trip between two processes, measured in
 //! the same run. Writer and listeners spin before blocking as the library
-//! does by default (`BUS_SPIN_US`, else 50 us), or up to `--spin MICROS`
+//! does by default (`BUS_SPIN_US`, else not at all), or up to `--spin MICROS`
 //! (`--spin 0`: never); the CPU time used per broadcast is printed either
 //! way.
 //! `--peers` adds the floor (the cost of one listener and of each extra
@@ -32,7 +32,7 @@ fn main() {
 }
 
 /// `--spin MICROS`, else the library's default (`bus::default_spin`:
-/// `BUS_SPIN_US`, else 50 us).
+/// `BUS_SPIN_US`, else none).
 fn spin_of(args: &[String]) -> Duration {
     args.iter()
         .position(|a| a == "--spin")

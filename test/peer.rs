@@ -43,7 +43,7 @@
 //! ```
 //! "ready" means counted on the bus: no later broadcast is missed.
 //! SPIN_US: the spinning budget in microseconds, or `default` (what
-//! `Bus::open` gives: `BUS_SPIN_US`, else 50).
+//! `Bus::open` gives: `BUS_SPIN_US`, else none).
 
 use std::io::{BufWriter, Read, Write};
 use std::process::ExitCode;
