@@ -216,15 +216,7 @@ fn latency_handoff(path: &str, spin_us: &str) -> Outcome {
 
 /// The send time a latency message starts with; None for "end".
 fn sent_at(m: &[u8]) -> Option<u64> {
-    if m.starts_with(b"end") {
-        return None;
-    }
-    let end = m.iter().position(|&b| b == b' ').unwrap_or(m.len());
-    let sent = std::str::from_utf8(&m[..end])
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .expect("a message starting with its send time");
-    Some(sent)
+    (!m.starts_with(b"end")).then(|| sent_ns(m))
 }
 
 fn print_sorted(mut latencies: Vec<u64>) {
