@@ -145,16 +145,13 @@ broadcast(Path, Message, Timeout, NoWait, Retries) ->
     case broadcast_cached(Path, Message, Timeout, NoWait) of
         not_open ->
             open_and_broadcast(Path, Message, Timeout, NoWait);
-        {error, Stale} = Result when Stale =:= gone; Stale =:= closed ->
+        {error, gone} when Retries > 0 ->
             %% The bus may have been removed and created again: reopen
             %% once.
             ok = ?NIF:forget_cached(Path),
-            case Retries > 0 of
-                true -> broadcast(Path, Message, Timeout, NoWait, Retries - 1);
-                false -> Result
-            end;
+            broadcast(Path, Message, Timeout, NoWait, Retries - 1);
         Result ->
-            Result
+            forget_if_gone(Path, Result)
     end.
 
 open_and_broadcast(Path, Message, Timeout, NoWait) ->
@@ -164,11 +161,8 @@ open_and_broadcast(Path, Message, Timeout, NoWait) ->
                 not_open ->
                     %% Closed again at once (a remove): not kept.
                     broadcast_once(Path, Message, Timeout, NoWait);
-                {error, Stale} = Result when Stale =:= gone; Stale =:= closed ->
-                    ok = ?NIF:forget_cached(Path),
-                    Result;
                 Result ->
-                    Result
+                    forget_if_gone(Path, Result)
             end;
         not_running ->
             broadcast_once(Path, Message, Timeout, NoWait);
@@ -176,15 +170,27 @@ open_and_broadcast(Path, Message, Timeout, NoWait) ->
             Error
     end.
 
+%% A bus found gone is closed: the next broadcast opens it again. (The
+%% library's own buses are never closed under a broadcast, so `closed',
+%% which a writer handle answers once closed, does not come here.)
+forget_if_gone(Path, {error, gone} = Result) ->
+    ok = ?NIF:forget_cached(Path),
+    Result;
+forget_if_gone(_Path, Result) ->
+    Result.
+
 %% Started on this scheduler; only a broadcast that has to wait moves to a
 %% dirty one. not_open until the library is loaded and keeps the bus open.
 broadcast_cached(Path, Message, Timeout, NoWait) ->
     try ?NIF:broadcast_cached(Path, Message, Timeout, NoWait) of
-        {wait, Pending} -> ?NIF:finish_broadcast(Pending);
-        Result -> Result
+        Started -> finish(Started)
     catch
         error:undef -> not_open
     end.
+
+%% The rest of a broadcast that has to wait, on a dirty scheduler.
+finish({wait, Pending}) -> ?NIF:finish_broadcast(Pending);
+finish(Done) -> Done.
 
 %% Has the library keep the bus open, if the application runs (when it
 %% stops, bus_app closes them all).
@@ -200,10 +206,7 @@ broadcast_once(Path, Message, Timeout, NoWait) ->
     ok = bus_nif_loader:ensure(?NIF),
     case ?NIF:open_writer(Path) of
         {ok, Writer} ->
-            Result = case ?NIF:broadcast(Writer, Message, Timeout, NoWait) of
-                {wait, Pending} -> ?NIF:finish_broadcast(Pending);
-                Done -> Done
-            end,
+            Result = finish(?NIF:broadcast(Writer, Message, Timeout, NoWait)),
             ok = ?NIF:close_writer(Writer),
             Result;
         {error, _} = Error ->

@@ -28,10 +28,10 @@
 %% and says which value is wrong if one is.
 -spec load() -> ok | {error, {bad_backend, term()}}.
 load() ->
-    case check(application:get_env(bus, backend, nif),
-               application:get_env(bus, bus_backends, #{})) of
+    {Backend, Backends, Timeout} = env(),
+    case check(Backend, Backends) of
         ok ->
-            Settings = from_env(),
+            Settings = settings_of(Backend, Backends, Timeout),
             %% Replacing a persistent term makes every process that holds it
             %% copy it: only when it changed.
             case persistent_term:get(?KEY, undefined) of
@@ -74,23 +74,32 @@ broadcast_timeout({_, _, Timeout}) ->
 
 %% Internal.
 
+%% The settings as the env has them now.
+from_env() ->
+    {Backend, Backends, Timeout} = env(),
+    settings_of(Backend, Backends, Timeout).
+
+env() ->
+    {application:get_env(bus, backend, nif),
+     application:get_env(bus, bus_backends, #{}),
+     application:get_env(bus, broadcast_timeout, ?DEFAULT_TIMEOUT)}.
+
 %% (Values load/0 refused, or set while the application is not running,
 %% fall back to the defaults, as they always did.)
-from_env() ->
-    Backend = case application:get_env(bus, backend, nif) of
-        port -> bus_backend_port;
-        _ -> bus_backend_nif
-    end,
-    Backends = case application:get_env(bus, bus_backends, #{}) of
-        Map when is_map(Map) -> Map;
-        _ -> #{}
-    end,
-    Timeout = case application:get_env(bus, broadcast_timeout, ?DEFAULT_TIMEOUT) of
-        infinity -> infinity;
-        T when is_integer(T), T >= 0 -> T;
-        _ -> ?DEFAULT_TIMEOUT
-    end,
-    {Backend, Backends, Timeout}.
+settings_of(Backend, Backends, Timeout) ->
+    {case Backend of
+         port -> bus_backend_port;
+         _ -> bus_backend_nif
+     end,
+     case Backends of
+         Map when is_map(Map) -> Map;
+         _ -> #{}
+     end,
+     case Timeout of
+         infinity -> infinity;
+         T when is_integer(T), T >= 0 -> T;
+         _ -> ?DEFAULT_TIMEOUT
+     end}.
 
 check(Backend, Overrides) ->
     Bad = [{backend, Backend} || not is_backend(Backend)]
