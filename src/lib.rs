@@ -63,7 +63,7 @@ pub use crate::signals::{
 };
 pub use crate::stop::StopToken;
 pub use crate::subscription::{
-    Counters, Item, Notice, Notify, Overflow, SubscribeOptions, Subscription,
+    Counters, Direct, Item, Notice, Notify, Overflow, SubscribeOptions, Subscription,
 };
 pub use crate::sys::MEMORY_SIZE;
 pub use crate::time::{Clock, Deadline};

@@ -54,6 +54,24 @@ pub enum Notice<'a> {
 /// A callback for [`Notice`]s.
 pub type Notify = Box<dyn Fn(Notice<'_>) + Send + Sync>;
 
+/// A consumer the listener thread hands items to itself, in order, in
+/// place of queueing them (see [`Subscription::open_direct`]); it returns
+/// whether it takes the next item too. It runs on the listener thread
+/// after the acknowledgement and before re-arming (the bus's next
+/// broadcast waits for it), with the queue locked: it must be quick, must
+/// not block, and must not call back into the subscription.
+pub type Direct = Box<dyn FnMut(Item) -> bool + Send>;
+
+/// The direct consumer's place in the queue's state.
+#[derive(Default)]
+struct DirectSlot(Option<Direct>);
+
+impl std::fmt::Debug for DirectSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "open" } else { "closed" })
+    }
+}
+
 /// How a subscription is made.
 pub struct SubscribeOptions {
     /// How many messages the queue holds at most (at least 1).
@@ -143,6 +161,9 @@ struct Queue {
     failure: Option<Error>,
     /// The listener thread has ended.
     ended: bool,
+    /// While open, it takes every item as soon as it is acknowledged: the
+    /// queue stays empty.
+    direct: DirectSlot,
 }
 
 struct Shared {
@@ -208,7 +229,7 @@ impl Shared {
     /// a full queue, holds the bus (this listener does not re-arm, so no
     /// writer can start) until the consumer makes room or stops it.
     fn after(&self, was_empty: bool) {
-        if was_empty {
+        if was_empty && !self.hand_direct() {
             self.notice(Notice::Ready);
         }
         if self.overflow != Overflow::Hold {
@@ -230,6 +251,27 @@ impl Shared {
         }
         q.holding_since = None;
         q.counters.held += since.elapsed();
+    }
+
+    /// Hands what is queued to the direct consumer, if one is open, until
+    /// it closes; returns whether nothing is left for the consumer to be
+    /// told of.
+    fn hand_direct(&self) -> bool {
+        let mut q = self.lock();
+        let Some(mut direct) = q.direct.0.take() else {
+            return false;
+        };
+        let mut open = true;
+        while open {
+            match self.pop(&mut q) {
+                Some(item) => open = direct(item),
+                None => break,
+            }
+        }
+        if open {
+            q.direct.0 = Some(direct);
+        }
+        q.items.is_empty() && q.dropping == 0
     }
 
     fn became_ready(&self) {
@@ -373,6 +415,28 @@ impl Subscription {
     pub fn try_next(&self) -> Option<Item> {
         let mut q = self.shared.lock();
         self.shared.pop(&mut q)
+    }
+
+    /// Opens `direct`, the listener thread's own consumer: from now on it
+    /// hands each item to `direct` as soon as it has acknowledged it (see
+    /// [`Direct`]), none is queued or notified, until `direct` returns
+    /// false or [`Subscription::close_direct`]. Refused, `direct` given
+    /// back, while items wait: they are to be taken first, and `direct`
+    /// must not overtake them.
+    pub fn open_direct(&self, direct: Direct) -> std::result::Result<(), Direct> {
+        let mut q = self.shared.lock();
+        if !q.items.is_empty() || q.dropping > 0 {
+            return Err(direct);
+        }
+        q.direct.0 = Some(direct);
+        Ok(())
+    }
+
+    /// Closes the direct consumer, if one is open, and returns it: once
+    /// this returns the listener thread hands it nothing more, and every
+    /// item acknowledged since it closed is queued.
+    pub fn close_direct(&self) -> Option<Direct> {
+        self.shared.lock().direct.0.take()
     }
 
     /// Up to `max` items that are waiting, without blocking.

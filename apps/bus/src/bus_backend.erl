@@ -60,6 +60,17 @@
 %% is there for take/2 (as far as the credit window allows): what was
 %% broadcast before a call is forwarded before it is answered.
 -callback settle(handle()) -> ok.
+%% A lane: the listener sends each message itself, as `{bus, Name,
+%% Message}', to every `{Pid, Name}' of Members, and queues nothing, until
+%% Budget messages went that way (then it sends Spent to the caller and
+%% the lane closes) or close_lane/1; busy while items wait for take/2,
+%% unsupported if the backend cannot. close_lane/1 returns once nothing
+%% more goes through it, with how many messages (and bytes) went through
+%% lanes since it was last called.
+-callback open_lane(handle(), Members :: [{pid(), term()}, ...], Budget :: pos_integer(),
+                    Spent :: term()) ->
+    ok | busy | unsupported.
+-callback close_lane(handle()) -> {non_neg_integer(), non_neg_integer()}.
 %% Which version of the backend's code made the listener (for operators
 %% and the upgrade test).
 -callback version(handle() | undefined) -> pos_integer().

@@ -16,7 +16,7 @@
 
 %% bus_backend.
 -export([listen/5, take/2, stop/1, detach/1, abandon/1, counters/1, settle/1, version/1,
-         echo_broadcast/4]).
+         echo_broadcast/4, open_lane/4, close_lane/1]).
 -export([broadcast/4, create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1, forget/1]).
 %% For the appup: drops the writers of other native versions; for bus_app.
 -export([forget_writers/0, forget_all/0]).
@@ -63,6 +63,22 @@ counters({Nif, Listener}) ->
 -spec settle(handle()) -> ok.
 settle(_Listener) ->
     ok.
+
+%% (Native version 9 and later; older ones cannot.)
+-spec open_lane(handle(), [{pid(), term()}, ...], pos_integer(), term()) ->
+    ok | busy | unsupported.
+open_lane({Nif, Listener}, Members, Budget, Spent) ->
+    case erlang:function_exported(Nif, open_lane, 4) of
+        true -> Nif:open_lane(Listener, Members, Budget, Spent);
+        false -> unsupported
+    end.
+
+-spec close_lane(handle()) -> {non_neg_integer(), non_neg_integer()}.
+close_lane({Nif, Listener}) ->
+    case erlang:function_exported(Nif, close_lane, 1) of
+        true -> Nif:close_lane(Listener);
+        false -> {0, 0}
+    end.
 
 -spec version(handle() | undefined) -> pos_integer().
 version(undefined) ->

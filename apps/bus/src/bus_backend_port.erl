@@ -11,7 +11,7 @@
 
 %% bus_backend.
 -export([listen/5, take/2, stop/1, detach/1, abandon/1, counters/1, settle/1, version/1,
-         echo_broadcast/4]).
+         echo_broadcast/4, open_lane/4, close_lane/1]).
 -export([broadcast/4, create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1, forget/1]).
 
 -opaque handle() :: {port, pid()}.
@@ -61,6 +61,16 @@ counters({port, Pid}) ->
 settle({port, Pid}) ->
     _ = bus_port_listener:counters(Pid),
     ok.
+
+%% A port program's messages come through its frames, to this node's
+%% bus_port_listener: no lane.
+-spec open_lane(handle(), [{pid(), term()}, ...], pos_integer(), term()) -> unsupported.
+open_lane({port, _}, _Members, _Budget, _Spent) ->
+    unsupported.
+
+-spec close_lane(handle()) -> {0, 0}.
+close_lane({port, _}) ->
+    {0, 0}.
 
 -spec version(handle() | undefined) -> pos_integer().
 version(_) ->

@@ -26,6 +26,7 @@
 
 -export([options/1, defaults/0, new/3, set_options/2, rename/2, feed/2, activate/2,
          recheck/1, drain/1]).
+-export([lane_budget/1, sent_by_lane/2]).
 -export([name/1, room/1, is_congested/1, is_passive/1, delivered/1, dropped/1, info/1,
          persisted/1]).
 
@@ -258,6 +259,32 @@ flush(F = #flow{held = Held, queued = N, pending = P}) ->
             deliver({dropped, P}, F#flow{pending = 0});
         {empty, _} ->
             F
+    end.
+
+%% How many messages may go to the subscriber straight from the
+%% listener (a lane, see bus_srv) before its mailbox is due for a sample:
+%% 0 unless it just pushes (local, active true, not congested, nothing
+%% held or pending).
+-spec lane_budget(flow()) -> non_neg_integer().
+lane_budget(#flow{pid = Pid, active = true, congested = false, pending = 0, queued = 0,
+                  held = Held, sends = Sends}) when node(Pid) =:= node() ->
+    case queue:is_empty(Held) of
+        true -> max(?SAMPLE_EVERY - Sends, 0);
+        false -> 0
+    end;
+lane_budget(#flow{}) ->
+    0.
+
+%% N messages went to the subscriber through a lane: counted as
+%% delivered, the mailbox sampled if due.
+-spec sent_by_lane(non_neg_integer(), flow()) -> flow().
+sent_by_lane(0, F) ->
+    F;
+sent_by_lane(N, F = #flow{delivered = D, sends = S}) ->
+    F1 = F#flow{delivered = D + N, sends = S + N},
+    case S + N >= ?SAMPLE_EVERY of
+        true -> sample(F1);
+        false -> F1
     end.
 
 %% bus:activate/2: true pushes; false holds; once leaves one message of

@@ -16,6 +16,14 @@
 %% this process takes what is queued when told `{bus_ready, Tag}', so its
 %% own mailbox stays small whatever the traffic.
 %%
+%% A lane takes this process out of a message's way while every
+%% subscriber just pushes (bus_flow:lane_budget/1): the listener's own
+%% thread sends each message straight to them, and this process only
+%% counts what went that way when the lane closes (after a budget that
+%% keeps the mailbox sampling of bus_flow, or before anything else it
+%% does: every call and message closes the lane first and reopens it
+%% after, so that nothing it sends can overtake or be overtaken).
+%%
 %% A hot upgrade that changes the backend's native code (see bus.appup)
 %% hands the listener over in code_change/3: the old listener is detached
 %% without leaving the bus, what it queued is forwarded, and a new one
@@ -41,6 +49,9 @@
 
 %% A restarted bus_srv with no subscribers waits this long for one.
 -define(IDLE_TIMEOUT, 1000).
+%% A lane is opened for this many subscribers at most: the listener's
+%% thread sends to each before the bus's next broadcast can start.
+-define(LANE_MAX, 8).
 %% Items taken from the listener's queue per call.
 -define(TAKE_MAX, 64).
 %% The default credit window: messages the listener queues at most.
@@ -77,7 +88,11 @@
     %% A recheck of congested subscribers is due.
     recheck = false :: boolean(),
     %% Since 0.7.0: what bus_log has logged (and held back).
-    logged = #{} :: bus_log:logged()
+    logged = #{} :: bus_log:logged(),
+    %% Since 0.15.0: whether a lane is open (or was, until closed by its
+    %% budget: its count is still to be taken); off if the application
+    %% env says `lanes' false.
+    lane = closed :: open | closed | off
 }).
 
 %% Congested subscribers' mailboxes are sampled again after this long.
@@ -158,7 +173,7 @@ init(Path) ->
                                         add(Pid, Name, saved_options(Saved), S)
                                 end,
                                 #state{path = Path, backend = bus_backend:for(Path),
-                                       window = Window},
+                                       window = Window, lane = lanes()},
                                 Subscriptions),
             _ = Subscriptions =:= [] andalso
                 erlang:send_after(?IDLE_TIMEOUT, self(), stop_if_idle),
@@ -172,6 +187,9 @@ init(Path) ->
 handle_continue(stop, State) ->
     {stop, normal, State};
 handle_continue(join, State) ->
+    relane(continue_join(State)).
+
+continue_join(State) ->
     case listen(State, join) of
         State1 = #state{status = {failed, Reason}, subscribers = Subs} ->
             %% A restart that cannot listen: the bus is down for its
@@ -186,16 +204,28 @@ handle_continue(join, State) ->
     end.
 
 -spec handle_call(term(), gen_server:from(), #state{}) ->
-    {reply, term(), #state{}} | {noreply, #state{}} | {stop, normal, ok, #state{}}.
-handle_call({subscribe, Pid, Name}, From, State) ->
+    {reply, term(), #state{}} | {noreply, #state{}} | {stop, normal, term(), #state{}}.
+handle_call(Request, From, State) ->
+    relane(on_call(Request, From, unlane(State))).
+
+-spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
+handle_info(Info, State) ->
+    relane(on_info(Info, unlane(State))).
+
+%% A lane again, if it may be, after whatever this process did.
+relane({reply, Reply, State}) -> {reply, Reply, lane(State)};
+relane({noreply, State}) -> {noreply, lane(State)};
+relane(Stop) -> Stop.
+
+on_call({subscribe, Pid, Name}, From, State) ->
     %% From bus of 0.5.0, during an upgrade.
-    handle_call({subscribe, Pid, Name, bus_flow:defaults()}, From, State);
-handle_call({subscribe, _, _, _}, _From, State = #state{status = {failed, Reason}}) ->
+    on_call({subscribe, Pid, Name, bus_flow:defaults()}, From, State);
+on_call({subscribe, _, _, _}, _From, State = #state{status = {failed, Reason}}) ->
     case stop_if_idle(State) of
         {stop, normal, State1} -> {stop, normal, {error, Reason}, State1};
         {noreply, State1} -> {reply, {error, Reason}, State1}
     end;
-handle_call({subscribe, Pid, Name, Options}, From, State0 = #state{path = Path}) ->
+on_call({subscribe, Pid, Name, Options}, From, State0 = #state{path = Path}) ->
     %% Like activate: what was broadcast before this call is forwarded (or
     %% held) first, under the options it was broadcast under.
     State = case State0#state.status of
@@ -208,7 +238,7 @@ handle_call({subscribe, Pid, Name, Options}, From, State0 = #state{path = Path})
         listening -> {reply, ok, State1};
         joining -> {noreply, State1#state{waiting = [From | State1#state.waiting]}}
     end;
-handle_call({activate, Pid, Active}, _From, State0) ->
+on_call({activate, Pid, Active}, _From, State0) ->
     %% Like info: what was broadcast before this call is forwarded (or
     %% held) first, under the mode it was broadcast in.
     State = #state{path = Path, subscribers = Subs} = take(infinity, settle(State0)),
@@ -221,12 +251,12 @@ handle_call({activate, Pid, Active}, _From, State0) ->
         _ ->
             {reply, {error, not_subscribed}, State}
     end;
-handle_call({unsubscribe, Pid}, _From, State) ->
+on_call({unsubscribe, Pid}, _From, State) ->
     case stop_if_idle(resume(delete(Pid, State))) of
         {stop, normal, State1} -> {stop, normal, ok, State1};
         {noreply, State1} -> {reply, ok, State1}
     end;
-handle_call(counts, _From, State0 = #state{backend = Backend, listener = Listener}) ->
+on_call(counts, _From, State0 = #state{backend = Backend, listener = Listener}) ->
     %% What the listener has queued is forwarded first (as far as the
     %% subscribers with overflow block allow): every broadcast that
     %% returned before this call is counted (its {bus_ready, Tag} may
@@ -246,31 +276,30 @@ handle_call(counts, _From, State0 = #state{backend = Backend, listener = Listene
                 undefined -> Counts;
                 _ -> Counts#{listener => Backend:counters(Listener)}
             end, State};
-handle_call(_Request, _From, State) ->
+on_call(_Request, _From, State) ->
     {reply, {error, unknown_request}, State}.
 
 -spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
 handle_cast(_Msg, State) ->
     {noreply, State}.
 
--spec handle_info(term(), #state{}) -> {noreply, #state{}} | {stop, term(), #state{}}.
-handle_info({bus_ready, Tag}, State = #state{tag = Tag, window = Window}) ->
+on_info({bus_ready, Tag}, State = #state{tag = Tag, window = Window}) ->
     %% At most a window at a time, so that calls and monitors are served
     %% between batches under sustained traffic: the rest after the
     %% messages already in the mailbox.
     {noreply, take(Window, State)};
-handle_info({bus_retired, Tag}, State = #state{retired = Retired}) ->
+on_info({bus_retired, Tag}, State = #state{retired = Retired}) ->
     %% Sent after a handed-over listener's thread ended: nothing of it follows.
     {noreply, State#state{retired = lists:delete(Tag, Retired)}};
-handle_info({bus_listening, Tag}, State = #state{tag = Tag, waiting = Waiting}) ->
+on_info({bus_listening, Tag}, State = #state{tag = Tag, waiting = Waiting}) ->
     _ = [gen_server:reply(From, ok) || From <- Waiting],
     {noreply, tell_gap(State#state{status = listening, waiting = []})};
-handle_info({bus_gap, Tag}, State = #state{tag = Tag}) ->
+on_info({bus_gap, Tag}, State = #state{tag = Tag}) ->
     {noreply, tell_gap(State#state{gap = true})};
-handle_info({bus_bridge_gap, _Count}, State) ->
+on_info({bus_bridge_gap, _Count}, State) ->
     %% The bus's bridge dropped messages from other nodes (since 0.9.0).
     {noreply, tell_gap(State#state{gap = true})};
-handle_info({bus_listener_down, Tag, Reason},
+on_info({bus_listener_down, Tag, Reason},
             State = #state{tag = Tag, backend = Backend, listener = Listener}) ->
     %% What it queued before it failed goes out first, all of it: it is
     %% at most a window.
@@ -279,13 +308,13 @@ handle_info({bus_listener_down, Tag, Reason},
         _ -> take_all(Backend, Listener, State)
     end,
     listener_down(Reason, State1#state{listener = undefined});
-handle_info({'DOWN', _, process, Pid, _}, State) ->
+on_info({'DOWN', _, process, Pid, _}, State) ->
     stop_if_idle(resume(delete(Pid, State)));
-handle_info(recheck, State) ->
+on_info(recheck, State) ->
     {noreply, resume(recheck(State#state{recheck = false}))};
-handle_info(stop_if_idle, State) ->
+on_info(stop_if_idle, State) ->
     stop_if_idle(State);
-handle_info(_Info, State) ->
+on_info(_Info, State) ->
     %% Messages of a listener this process has stopped.
     {noreply, State}.
 
@@ -297,14 +326,23 @@ terminate(_Reason, State = #state{path = Path}) ->
     _ = unlisten(State),
     ok.
 
-%% The state has had this shape since 0.7.0: an upgrade or downgrade
-%% between 0.8.0 and this release converts nothing. (Each release that
+%% The state has had this shape since 0.15.0, which appended the lane
+%% (0.7.0 to 0.14.0 had the same shape without it). Each release that
 %% changes the shape converts here, from and back to exactly the previous
-%% release's.) An appup that says {advanced, {handover, Nif}} also moves
-%% the listener of a bus served by the NIF backend to the native module
-%% Nif, loaded by then (see handover/3).
--spec code_change(term(), #state{}, term()) -> {ok, #state{}}.
-code_change({down, _Vsn}, State = #state{path = Path, window = Window,
+%% release's: to 0.14.0, the lane is closed (its count taken) and the
+%% field dropped. An appup that says {advanced, {handover, Nif}} also
+%% moves the listener of a bus served by the NIF backend to the native
+%% module Nif, loaded by then (see handover/3).
+-spec code_change(term(), tuple(), term()) -> {ok, tuple()}.
+code_change({down, _} = Vsn, State, Extra) ->
+    {ok, State1} = change(Vsn, unlane(State), Extra),
+    {ok, erlang:delete_element(#state.lane, State1)};
+code_change(Vsn, State, Extra) when tuple_size(State) =:= #state.lane - 1 ->
+    change(Vsn, erlang:insert_element(#state.lane, State, lanes()), Extra);
+code_change(Vsn, State, Extra) ->
+    change(Vsn, State, Extra).
+
+change({down, _Vsn}, State = #state{path = Path, window = Window,
                                          backend = bus_backend_nif}, {handover, Nif}) ->
     Listen = fun(Tag, From) ->
         case Nif:listen(Path, self(), Tag, From, Window) of
@@ -313,21 +351,21 @@ code_change({down, _Vsn}, State = #state{path = Path, window = Window,
         end
     end,
     {ok, handover(State, Listen, bus_backend_nif)};
-code_change(_OldVsn, State = #state{path = Path, window = Window, backend = bus_backend_nif},
+change(_OldVsn, State = #state{path = Path, window = Window, backend = bus_backend_nif},
             {handover, _Nif}) ->
     Listen = fun(Tag, From) -> bus_backend_nif:listen(Path, self(), Tag, From, Window) end,
     {ok, handover(State, Listen, bus_backend_nif)};
-code_change(_Vsn, State = #state{backend = bus_backend_port}, {handover, _Nif}) ->
+change(_Vsn, State = #state{backend = bus_backend_port}, {handover, _Nif}) ->
     %% A new native module does not concern a bus served by port programs.
     {ok, State};
-code_change({down, _Vsn}, State = #state{path = Path, window = Window,
-                                         backend = bus_backend_port}, _Extra) ->
+change({down, _Vsn}, State = #state{path = Path, window = Window,
+                                    backend = bus_backend_port}, _Extra) ->
     %% Releases before 0.10.0 have no port backend: the bus moves to the
     %% NIF, joining afresh (a port program's standing cannot be handed to
     %% another OS process), and its subscribers are told of a gap.
     Listen = fun(Tag, From) -> bus_backend_nif:listen(Path, self(), Tag, From, Window) end,
     {ok, handover(State, Listen, bus_backend_nif)};
-code_change(_OldVsn, State = #state{}, _Extra) ->
+change(_OldVsn, State = #state{}, _Extra) ->
     {ok, State}.
 
 %% Internal.
@@ -467,6 +505,50 @@ recheck(State = #state{subscribers = Subs}) ->
                                delivered(Flow, Flow1, S#state{subscribers = Acc#{Pid := {Ref, Flow1}}})
                        end, State, Subs),
     arm_recheck(State1).
+
+%% Opens a lane if every subscriber just pushes, at most ?LANE_MAX of
+%% them, and nothing else is under way: listening, no gap to tell, no
+%% retired listener's messages in the mailbox, not blocked. The listener
+%% says busy if items wait: their {bus_ready, Tag} is on its way, and the
+%% lane is tried again after they are forwarded. When the lane's budget
+%% is spent (when the first of its subscribers is due for a mailbox
+%% sample) the listener sends {bus_ready, Tag}, which closes it here.
+lane(State = #state{lane = closed, status = listening, listener = L, gap = false,
+                    retired = [], blocked = false, subscribers = Subs,
+                    backend = Backend, tag = Tag})
+  when L =/= undefined, map_size(Subs) > 0, map_size(Subs) =< ?LANE_MAX ->
+    Budget = maps:fold(fun(_, {_, Flow}, Min) -> min(bus_flow:lane_budget(Flow), Min) end,
+                       infinity, Subs),
+    Members = maps:fold(fun(Pid, {_, Flow}, Acc) -> [{Pid, bus_flow:name(Flow)} | Acc] end,
+                        [], Subs),
+    case Budget > 0 andalso Backend:open_lane(L, Members, Budget, {bus_ready, Tag}) of
+        ok -> State#state{lane = open};
+        _ -> State
+    end;
+lane(State) ->
+    State.
+
+%% Whether this bus_srv opens lanes: the application env's `lanes'
+%% (default true), read when it starts.
+lanes() ->
+    case application:get_env(bus, lanes, true) of
+        false -> off;
+        _ -> closed
+    end.
+
+%% Closes the lane, if open, and counts what went through it as
+%% forwarded to each of its subscribers (its members: they have not
+%% changed since it opened, every change closes it first).
+unlane(State = #state{lane = Lane}) when Lane =/= open ->
+    State;
+unlane(State = #state{backend = Backend, listener = L, subscribers = Subs,
+                      received = R, received_bytes = B}) ->
+    {N, Bytes} = Backend:close_lane(L),
+    State1 = State#state{lane = closed, received = R + N, received_bytes = B + Bytes},
+    maps:fold(fun(Pid, {Ref, Flow}, S = #state{subscribers = Acc}) ->
+                      Flow1 = bus_flow:sent_by_lane(N, Flow),
+                      delivered(Flow, Flow1, S#state{subscribers = Acc#{Pid := {Ref, Flow1}}})
+              end, State1, Subs).
 
 %% Blocked: the listener's held_us now, to count how long it holds the bus
 %% because of it.

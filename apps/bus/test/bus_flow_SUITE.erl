@@ -22,11 +22,13 @@
          bus_down_after_what_was_held/1, restart_keeps_the_mode/1,
          bad_options/1, proplist_options/1,
          stuck_subscriber_under_a_million/1, churn_on_a_hundred_buses/1]).
+-export([lane_keeps_order_and_counts/1, lane_gives_way_to_a_passive_subscriber/1,
+         lanes_off_by_env/1]).
 
 suite() -> [{timetrap, {minutes, 5}}].
 
 all() ->
-    [{group, nif}, {group, port}].
+    [{group, nif}, {group, port}, {group, lanes}].
 
 %% Every case against both backends, with the same assertions.
 groups() ->
@@ -36,8 +38,12 @@ groups() ->
        notices_use_no_credit, mailbox_bound_in_push_mode, block_holds_the_writers,
        block_beside_drop_and_push, resubscribe_changes_options, bus_down_after_what_was_held,
        restart_keeps_the_mode, bad_options, proplist_options,
-       stuck_subscriber_under_a_million, churn_on_a_hundred_buses]).
+       stuck_subscriber_under_a_million, churn_on_a_hundred_buses]) ++
+    %% Lanes (bus_srv): the NIF backend's alone.
+    [{lanes, [], [lane_keeps_order_and_counts, lane_gives_way_to_a_passive_subscriber,
+                  lanes_off_by_env]}].
 
+init_per_group(lanes, Config) -> bus_test_lib:use_backend(nif, Config);
 init_per_group(Backend, Config) -> bus_test_lib:use_backend(Backend, Config).
 end_per_group(_Backend, _Config) -> bus_test_lib:use_backend(nif).
 
@@ -398,6 +404,89 @@ churn_on_a_hundred_buses(Config) ->
 %% Internal.
 
 %% Broadcasts From..To (as decimal numbers).
+%% Lanes. Three subscribers that just push: the listener's thread sends
+%% to them itself, in lanes of 64 messages (the mailbox sample's period);
+%% each gets every message once, in order, and info counts each of them,
+%% as if bus_srv had sent them.
+lane_keeps_order_and_counts(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    N = 300,
+    Self = self(),
+    Others = [spawn_link(fun() ->
+                                 ok = bus:subscribe(Bus),
+                                 Self ! {ready, self()},
+                                 Self ! {numbers, self(), numbers(Bus, N)}
+                         end) || _ <- [1, 2]],
+    [receive {ready, P} -> ok end || P <- Others],
+    ok = bus:subscribe(Bus),
+    send(Bus, 1, 1),
+    ?assertEqual(open, lane(Bus)),
+    send(Bus, 2, N),
+    ?assertEqual(lists:seq(1, N), numbers(Bus, N)),
+    [receive {numbers, P, Ns} -> ?assertEqual(lists:seq(1, N), Ns) end || P <- Others],
+    Info = bus:info(Bus),
+    #{received := N, forwarded := Forwarded, subscriptions := Subs} = Info,
+    ?assertEqual(3 * N, Forwarded),
+    ?assertEqual(lists:sum([byte_size(integer_to_binary(I)) || I <- lists:seq(1, N)]),
+                 maps:get(received_bytes, Info)),
+    [?assertMatch(#{delivered := N, queued := 0, dropped := 0}, S) || S <- maps:values(Subs)],
+    ok = bus:unsubscribe(Bus).
+
+%% A subscriber that holds (active false) closes the lane for everyone:
+%% the other still gets every message, in order, and the passive one gets
+%% what was broadcast after it subscribed once active; when it leaves, the
+%% lane opens again.
+lane_gives_way_to_a_passive_subscriber(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    ok = bus:subscribe(Bus),
+    send(Bus, 1, 5),
+    ?assertEqual(open, lane(Bus)),
+    Self = self(),
+    Passive = spawn_link(fun() ->
+                                 ok = bus:subscribe(Bus, #{active => false}),
+                                 Self ! subscribed,
+                                 receive go -> ok end,
+                                 ok = bus:activate(Bus, true),
+                                 Self ! {numbers, numbers(Bus, 5)},
+                                 ok = bus:unsubscribe(Bus),
+                                 Self ! unsubscribed
+                         end),
+    receive subscribed -> ok end,
+    send(Bus, 6, 10),
+    ?assertEqual(closed, lane(Bus)),
+    ?assertEqual(lists:seq(1, 10), numbers(Bus, 10)),
+    Passive ! go,
+    receive {numbers, Ns} -> ?assertEqual(lists:seq(6, 10), Ns) end,
+    receive unsubscribed -> ok end,
+    send(Bus, 11, 11),
+    ?assertEqual(open, lane(Bus)),
+    ?assertEqual([11], numbers(Bus, 1)),
+    ok = bus:unsubscribe(Bus).
+
+%% With the application env's lanes false, a bus_srv started then opens
+%% none, and forwards everything itself.
+lanes_off_by_env(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    ok = application:set_env(bus, lanes, false),
+    try
+        ok = bus:subscribe(Bus),
+        send(Bus, 1, 100),
+        ?assertEqual(off, lane(Bus)),
+        ?assertEqual(lists:seq(1, 100), numbers(Bus, 100)),
+        #{forwarded := 100} = bus:info(Bus),
+        ok = bus:unsubscribe(Bus)
+    after
+        ok = application:unset_env(bus, lanes)
+    end.
+
+%% The bus's bus_srv's lane (the last field of its state, by the rule
+%% that new fields go at the end), once what was broadcast is forwarded.
+lane(Bus) ->
+    _ = bus:info(Bus),
+    {ok, Srv} = bus_tables:server(Bus),
+    State = sys:get_state(Srv),
+    element(tuple_size(State), State).
+
 send(Bus, From, To) ->
     [ok = bus:broadcast(Bus, integer_to_binary(I)) || I <- lists:seq(From, To)],
     ok.

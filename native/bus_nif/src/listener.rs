@@ -18,9 +18,15 @@
 //! of this library takes over in the same OS process with no semaphore
 //! operation; what the old queue still holds is taken with `take/2`. That
 //! is how a hot upgrade moves running listeners to new native code.
+//!
+//! A lane (`open_lane/4`) takes the owner out of a message's way: while
+//! it is open the listener thread sends each message itself, as `{bus,
+//! Name, Message}`, to the subscribers the owner named, and queues
+//! nothing (one BEAM process to wake instead of two).
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bus::{Counters, Item, Notice, Overflow, Standing, SubscribeOptions, Subscription};
 use rustler::env::SavedTerm;
@@ -31,12 +37,25 @@ use rustler::{
 
 use crate::term::{self, path, Done, Failure};
 
-rustler::atoms! { bus_listening, bus_ready, bus_listener_down, own, dropped, join, armed, acked }
+rustler::atoms! {
+    bus_listening, bus_ready, bus_listener_down, own, dropped, join, armed, acked, bus
+}
 
 /// A running listener. (Unwind safety: a panic in a NIF leaves the
 /// subscription as consistent as any of its methods does, since each keeps
 /// its state behind its own lock.)
-pub struct Listener(AssertUnwindSafe<Subscription>);
+pub struct Listener {
+    subscription: AssertUnwindSafe<Subscription>,
+    /// What lanes sent since the last `close_lane/1`.
+    lanes: Mutex<Option<Arc<LaneCount>>>,
+}
+
+/// What the lanes opened since the last `close_lane/1` sent.
+#[derive(Default)]
+struct LaneCount {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
 
 #[rustler::resource_impl]
 impl Resource for Listener {
@@ -44,7 +63,7 @@ impl Resource for Listener {
 
     // Not joined here: this runs on a scheduler thread.
     fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: Monitor) {
-        self.0.cancel();
+        self.subscription.cancel();
     }
 }
 
@@ -145,10 +164,13 @@ fn listen<'a>(
         notify: Some(Box::new(notify)),
     };
     let subscription = Subscription::spawn(path(&at), options)?;
-    let listener = ResourceArc::new(Listener(AssertUnwindSafe(subscription)));
+    let listener = ResourceArc::new(Listener {
+        subscription: AssertUnwindSafe(subscription),
+        lanes: Mutex::new(None),
+    });
     if env.monitor(&listener, &owner).is_none() {
         // The owner is already dead.
-        listener.0.cancel();
+        listener.subscription.cancel();
     }
     Ok(listener)
 }
@@ -159,7 +181,7 @@ fn listen<'a>(
 #[rustler::nif]
 fn take(env: Env<'_>, listener: ResourceArc<Listener>, max: usize) -> Vec<Term<'_>> {
     listener
-        .0
+        .subscription
         .drain(max)
         .into_iter()
         .map(|item| match item {
@@ -170,11 +192,120 @@ fn take(env: Env<'_>, listener: ResourceArc<Listener>, max: usize) -> Vec<Term<'
         .collect()
 }
 
+/// The subscribers a lane sends to, their names kept in an env of their
+/// own, and where the lane reports.
+struct Lane {
+    members: Vec<(LocalPid, SavedTerm)>,
+    names: OwnedEnv,
+    env: OwnedEnv,
+    left: u64,
+    owner: LocalPid,
+    spent: SavedTerm,
+    count: Arc<LaneCount>,
+}
+
+impl Lane {
+    /// On the listener thread (never a scheduler thread): sends one item
+    /// to every member; says whether the lane stays open.
+    fn send(&mut self, item: Item) -> bool {
+        let bytes = match item {
+            Item::Message { bytes, .. } => bytes,
+            // (Only with Overflow::Drop, which listen/5 never asks for.)
+            Item::Dropped(_) => return false,
+        };
+        let names = &self.names;
+        for (pid, name) in &self.members {
+            let _ = self.env.send_and_clear(pid, |e| {
+                let name = names.run(|ne| name.load(ne).in_env(e));
+                (bus(), name, term::binary(e, &bytes)).encode(e)
+            });
+        }
+        self.count.messages.fetch_add(1, Ordering::Relaxed);
+        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        self.count.bytes.fetch_add(len, Ordering::Relaxed);
+        self.left -= 1;
+        if self.left > 0 {
+            return true;
+        }
+        let (names, spent) = (&self.names, &self.spent);
+        let _ = self
+            .env
+            .send_and_clear(&self.owner, |e| names.run(|ne| spent.load(ne).in_env(e)));
+        false
+    }
+}
+
+/// `open_lane(Listener, Members, Budget, Spent) -> ok | busy`: from now
+/// on the listener thread sends each message itself, as `{bus, Name,
+/// Message}`, to every `{Pid, Name}` of `Members` (own messages
+/// included, unmarked), and queues nothing, until `Budget` messages went
+/// that way (then it sends `Spent` to the caller and closes the lane) or
+/// `close_lane/1`. `busy` while items wait to be taken: the lane must not
+/// overtake them.
+#[rustler::nif]
+fn open_lane<'a>(
+    env: Env<'a>,
+    listener: ResourceArc<Listener>,
+    members: Vec<(LocalPid, Term<'a>)>,
+    budget: u64,
+    spent: Term<'a>,
+) -> rustler::NifResult<rustler::Atom> {
+    if budget == 0 || members.is_empty() {
+        return Err(rustler::Error::BadArg);
+    }
+    let names = OwnedEnv::new();
+    let members = members
+        .into_iter()
+        .map(|(pid, name)| (pid, names.save(name)))
+        .collect();
+    let spent = names.save(spent);
+    let mut counts = listener.lanes.lock().unwrap_or_else(|e| e.into_inner());
+    let count = counts.get_or_insert_with(Arc::default).clone();
+    let mut lane = Lane {
+        members,
+        names,
+        env: OwnedEnv::new(),
+        left: budget,
+        owner: env.pid(),
+        spent,
+        count,
+    };
+    Ok(
+        match listener
+            .subscription
+            .open_direct(Box::new(move |item| lane.send(item)))
+        {
+            Ok(()) => term::ok(),
+            Err(_) => term::busy(),
+        },
+    )
+}
+
+/// `close_lane(Listener) -> {Messages, Bytes}`: closes the lane if one is
+/// open (the listener thread sends nothing more through it once this
+/// returns: what follows is queued for `take/2`), and returns how many
+/// messages, of how many bytes in all, the lanes sent since the last call.
+#[rustler::nif]
+fn close_lane(listener: ResourceArc<Listener>) -> (u64, u64) {
+    drop(listener.subscription.close_direct());
+    let count = listener
+        .lanes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    count.map_or((0, 0), |c| {
+        (
+            c.messages.load(Ordering::Relaxed),
+            c.bytes.load(Ordering::Relaxed),
+        )
+    })
+}
+
 /// `stop_listener(Listener) -> ok`: returns once the listener has left the
 /// bus (the listener count is back to what it was before it joined).
 #[rustler::nif(schedule = "DirtyIo")]
 fn stop_listener(listener: ResourceArc<Listener>) -> Done {
-    listener.0.stop();
+    listener.subscription.stop();
     Done(Ok(()))
 }
 
@@ -185,11 +316,11 @@ fn stop_listener(listener: ResourceArc<Listener>) -> Done {
 /// stopped or detached.
 #[rustler::nif(schedule = "DirtyIo")]
 fn detach_listener(listener: ResourceArc<Listener>) -> Result<StandingAtom, Failure> {
-    match listener.0.detach() {
+    match listener.subscription.detach() {
         Some(Standing::Armed) => Ok(StandingAtom::Armed),
         Some(Standing::Acked) => Ok(StandingAtom::Acked),
         None => Err(listener
-            .0
+            .subscription
             .take_failure()
             .map_or(Failure::CLOSED, Failure::from)),
     }
@@ -201,7 +332,7 @@ fn detach_listener(listener: ResourceArc<Listener>) -> Result<StandingAtom, Fail
 /// process counted on the bus. Does nothing otherwise.
 #[rustler::nif(schedule = "DirtyIo")]
 fn leave_detached(listener: ResourceArc<Listener>) -> Done {
-    listener.0.leave_detached();
+    listener.subscription.leave_detached();
     Done(Ok(()))
 }
 
@@ -219,7 +350,7 @@ struct Info {
 /// held_us}`: the listener's counters.
 #[rustler::nif]
 fn listener_info(listener: ResourceArc<Listener>) -> Info {
-    let c: Counters = listener.0.counters();
+    let c: Counters = listener.subscription.counters();
     Info {
         taken: c.taken,
         delivered: c.delivered,

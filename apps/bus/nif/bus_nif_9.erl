@@ -1,4 +1,4 @@
-%% @doc The native functions (native/bus_nif), native version 8. The
+%% @doc The native functions (native/bus_nif), native version 9. The
 %% module is named after the native version so that the next version's
 %% module and library can be loaded side by side with this one during a
 %% hot upgrade; other modules call it as `?NIF' (include/bus_nif.hrl).
@@ -9,13 +9,13 @@
 %% priv/nif, next to its library, and bus_nif_loader loads it the first
 %% time a bus uses the NIF backend, so that a node that never does maps
 %% no native code.
--module(bus_nif_8).
+-module(bus_nif_9).
 
 -export([create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1]).
 -export([open_writer/1, broadcast/4, finish_broadcast/1, close_writer/1]).
 -export([broadcast_cached/4, open_cached/1, forget_cached/1, forget_all_cached/0]).
 -export([listen/5, take/2, stop_listener/1, detach_listener/1, leave_detached/1,
-         listener_info/1]).
+         listener_info/1, open_lane/4, close_lane/1]).
 -export([native_version/0]).
 
 -on_load(init/0).
@@ -24,7 +24,7 @@
        open_writer/1, broadcast/4, finish_broadcast/1, close_writer/1,
        broadcast_cached/4, open_cached/1, forget_cached/1, forget_all_cached/0,
        listen/5, take/2, stop_listener/1, detach_listener/1, leave_detached/1,
-       listener_info/1,
+       listener_info/1, open_lane/4, close_lane/1,
        native_version/0]).
 
 -export_type([writer/0, pending/0, listener/0, standing/0, reason/0, item/0]).
@@ -125,6 +125,22 @@ listen(_Path, _Owner, _Tag, _From, _Window) -> erlang:nif_error(not_loaded).
 %% Up to Max items the listener has queued, oldest first. Never blocks.
 -spec take(listener(), pos_integer()) -> [item()].
 take(_Listener, _Max) -> erlang:nif_error(not_loaded).
+
+%% Opens a lane: from now on the listener's thread sends each message
+%% itself, as `{bus, Name, Message}', to every `{Pid, Name}' of Members
+%% (own messages unmarked), and queues nothing, until Budget messages went
+%% that way (then it sends Spent to the caller and the lane closes) or
+%% close_lane/1. busy while items wait for take/2: the lane must not
+%% overtake them.
+-spec open_lane(listener(), [{pid(), term()}, ...], pos_integer(), term()) -> ok | busy.
+open_lane(_Listener, _Members, _Budget, _Spent) -> erlang:nif_error(not_loaded).
+
+%% Closes the lane if one is open (nothing goes through it once this
+%% returns: what follows is queued for take/2) and returns how many
+%% messages, of how many bytes in all, went through lanes since the last
+%% call.
+-spec close_lane(listener()) -> {non_neg_integer(), non_neg_integer()}.
+close_lane(_Listener) -> erlang:nif_error(not_loaded).
 
 %% Leaves the bus from the standing detach_listener/1 returned, when no
 %% listener could take it over; does nothing otherwise.
