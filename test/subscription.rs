@@ -346,6 +346,69 @@ fn consumers_learn_that_items_wait() {
     assert!(heard.try_recv().is_err(), "nothing after the failure");
 }
 
+/// A direct consumer takes each item on the listener thread, in order,
+/// nothing queued and no Ready notice, until it declines the next one or
+/// is closed; it cannot be opened while items wait (it would overtake
+/// them).
+#[test]
+fn a_direct_consumer_takes_items_in_order_until_closed() {
+    let bus = TempBus::new("sub-direct");
+    let (tx, heard) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let sub = Subscription::start(
+        &bus.path,
+        SubscribeOptions {
+            notify: Some(Box::new(move |notice| {
+                if let Notice::Ready = notice {
+                    let _ = tx.lock().unwrap().send(());
+                }
+            })),
+            ..SubscribeOptions::default()
+        },
+    )
+    .unwrap();
+    let w = Bus::open(&bus.path, Access::Write).unwrap();
+    let (to, taken) = mpsc::channel();
+    let next_taken = || taken.recv_timeout(Duration::from_secs(5)).unwrap();
+
+    send(&w, "0 a");
+    assert!(sub.open_direct(direct_to(to.clone(), 3)).is_err());
+    heard.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(sub.drain(10).len(), 1);
+
+    assert!(sub.open_direct(direct_to(to.clone(), 3)).is_ok());
+    for m in ["0 b", "0 c", "0 d"] {
+        send(&w, m);
+    }
+    let got: Vec<String> = (0..3).map(|_| next_taken()).collect();
+    assert_eq!(got, ["0 b", "0 c", "0 d"]);
+    // It declined the next: queued, and the consumer told.
+    send(&w, "0 e");
+    heard.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(sub.try_next().map(|i| text(&i)).as_deref(), Some("0 e"));
+    assert!(heard.try_recv().is_err(), "no Ready while it took them");
+
+    assert!(sub.open_direct(direct_to(to.clone(), 100)).is_ok());
+    send(&w, "0 f");
+    assert_eq!(next_taken(), "0 f");
+    assert!(sub.close_direct().is_some());
+    send(&w, "0 g");
+    heard.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(sub.try_next().map(|i| text(&i)).as_deref(), Some("0 g"));
+    assert!(taken.try_recv().is_err(), "nothing after the close");
+    let c = sub.counters();
+    assert_eq!((c.taken, c.delivered, c.queued), (7, 7, 0));
+}
+
+/// A direct consumer that passes each item's text on, and takes `left`.
+fn direct_to(to: mpsc::Sender<String>, mut left: usize) -> bus::Direct {
+    Box::new(move |item| {
+        to.send(text(&item)).unwrap();
+        left -= 1;
+        left > 0
+    })
+}
+
 fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     use std::os::fd::AsRawFd;
     let mut pfd = libc::pollfd {

@@ -16,13 +16,15 @@
          garbage_collected_listener_leaves/1, listener_down_when_bus_removed/1,
          listeners_do_not_hold_schedulers/1, timeout_against_stopped_listener/1,
          nowait_is_busy_while_another_writes/1, closed_writer/1,
-         handover_under_traffic/1, detach_twice/1, library_keeps_buses_open/1]).
+         handover_under_traffic/1, detach_twice/1, library_keeps_buses_open/1,
+         lane_sends_straight_to_its_members/1]).
 
 all() ->
     [listener_joins_and_stops, owner_death_leaves_the_bus, garbage_collected_listener_leaves,
      listener_down_when_bus_removed, listeners_do_not_hold_schedulers,
      timeout_against_stopped_listener, nowait_is_busy_while_another_writes, closed_writer,
-     handover_under_traffic, detach_twice, library_keeps_buses_open].
+     handover_under_traffic, detach_twice, library_keeps_buses_open,
+     lane_sends_straight_to_its_members].
 
 %% The native module is called directly here: load it as bus_backend_nif
 %% would.
@@ -32,6 +34,50 @@ init_per_suite(Config) ->
 end_per_suite(Config) -> bus_test_lib:stop(Config).
 init_per_testcase(_Case, Config) -> Config.
 end_per_testcase(_Case, Config) -> bus_test_lib:flush(), bus_test_lib:cleanup(Config).
+
+%% A lane: refused (busy) while an item waits for take/2; once open, the
+%% listener's thread sends each message to every member under its name,
+%% nothing queued, until the budget is spent (then the owner is sent the
+%% Spent term); close_lane/1 says how many messages and bytes went that
+%% way, once, and nothing goes through a closed lane.
+lane_sends_straight_to_its_members(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    Tag = make_ref(),
+    {ok, L} = ?NIF:listen(Bus, self(), Tag, join, ?WINDOW),
+    receive {bus_listening, Tag} -> ok after 1000 -> ct:fail(not_listening) end,
+    Self = self(),
+    Other = spawn_link(fun() -> relay(Self) end),
+    Members = [{self(), mine}, {Other, other}],
+    ok = bus:broadcast(Bus, <<"0 first">>),
+    busy = ?NIF:open_lane(L, Members, 3, spent),
+    {own, <<"0 first">>} = next_message(Tag, L),
+    ok = ?NIF:open_lane(L, Members, 3, spent),
+    [ok = bus:broadcast(Bus, M) || M <- [<<"0 a">>, <<"0 b">>, <<"0 c">>]],
+    [receive {bus, mine, M} -> ok after 1000 -> ct:fail({missing, M}) end
+     || M <- [<<"0 a">>, <<"0 b">>, <<"0 c">>]],
+    [receive {relayed, {bus, other, M}} -> ok after 1000 -> ct:fail({not_relayed, M}) end
+     || M <- [<<"0 a">>, <<"0 b">>, <<"0 c">>]],
+    receive spent -> ok after 1000 -> ct:fail(not_spent) end,
+    ?assertEqual([], ?NIF:take(L, 10)),
+    %% Spent: the next message is queued.
+    ok = bus:broadcast(Bus, <<"0 d">>),
+    {own, <<"0 d">>} = next_message(Tag, L),
+    ?assertEqual({3, 9}, ?NIF:close_lane(L)),
+    ?assertEqual({0, 0}, ?NIF:close_lane(L)),
+    ok = ?NIF:open_lane(L, [{self(), mine}], 10, spent),
+    ok = bus:broadcast(Bus, <<"0 e">>),
+    receive {bus, mine, <<"0 e">>} -> ok after 1000 -> ct:fail(not_sent) end,
+    ?assertEqual({1, 3}, ?NIF:close_lane(L)),
+    ok = bus:broadcast(Bus, <<"0 f">>),
+    {own, <<"0 f">>} = next_message(Tag, L),
+    ?assertError(badarg, ?NIF:open_lane(L, [], 10, spent)),
+    ?assertError(badarg, ?NIF:open_lane(L, [{self(), mine}], 0, spent)),
+    unlink(Other),
+    exit(Other, kill),
+    ok = ?NIF:stop_listener(L).
+
+relay(To) ->
+    receive M -> To ! {relayed, M}, relay(To) end.
 
 %% A listener says bus_listening once counted, forwards messages, and
 %% stop_listener/1 returns once S is back to its value before.
