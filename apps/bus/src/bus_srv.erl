@@ -595,6 +595,9 @@ held_us(Backend, Listener) ->
 %% subscribers are told of a gap.
 handover(State = #state{listener = undefined}, _Listen, Backend) ->
     State#state{backend = Backend};
+handover(State = #state{lane = open}, Listen, Backend) ->
+    %% What went through the lane is counted before the listener goes.
+    handover(unlane(State), Listen, Backend);
 handover(State = #state{backend = Old, tag = OldTag, listener = Listener, retired = Retired,
                         status = Status},
          Listen, Backend) ->
