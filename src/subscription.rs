@@ -421,11 +421,11 @@ impl Subscription {
     /// hands each item to `direct` as soon as it has acknowledged it (see
     /// [`Direct`]), none is queued or notified, until `direct` returns
     /// false or [`Subscription::close_direct`]. Refused, `direct` given
-    /// back, while items wait: they are to be taken first, and `direct`
-    /// must not overtake them.
+    /// back, while items wait (they are to be taken first, and `direct`
+    /// must not overtake them) or another direct consumer is open.
     pub fn open_direct(&self, direct: Direct) -> std::result::Result<(), Direct> {
         let mut q = self.shared.lock();
-        if !q.items.is_empty() || q.dropping > 0 {
+        if !q.items.is_empty() || q.dropping > 0 || q.direct.0.is_some() {
             return Err(direct);
         }
         q.direct.0 = Some(direct);

@@ -389,6 +389,10 @@ fn a_direct_consumer_takes_items_in_order_until_closed() {
     assert!(heard.try_recv().is_err(), "no Ready while it took them");
 
     assert!(sub.open_direct(direct_to(to.clone(), 100)).is_ok());
+    assert!(
+        sub.open_direct(direct_to(to.clone(), 1)).is_err(),
+        "one open"
+    );
     send(&w, "0 f");
     assert_eq!(next_taken(), "0 f");
     assert!(sub.close_direct().is_some());

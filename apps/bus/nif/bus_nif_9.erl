@@ -130,8 +130,8 @@ take(_Listener, _Max) -> erlang:nif_error(not_loaded).
 %% itself, as `{bus, Name, Message}', to every `{Pid, Name}' of Members
 %% (own messages unmarked), and queues nothing, until Budget messages went
 %% that way (then it sends Spent to the caller and the lane closes) or
-%% close_lane/1. busy while items wait for take/2: the lane must not
-%% overtake them.
+%% close_lane/1. busy while items wait for take/2 (the lane must not
+%% overtake them) or a lane is open.
 -spec open_lane(listener(), [{pid(), term()}, ...], pos_integer(), term()) -> ok | busy.
 open_lane(_Listener, _Members, _Budget, _Spent) -> erlang:nif_error(not_loaded).
 

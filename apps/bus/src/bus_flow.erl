@@ -264,13 +264,15 @@ flush(F = #flow{held = Held, queued = N, pending = P}) ->
 %% How many messages may go to the subscriber straight from the
 %% listener (a lane, see bus_srv) before its mailbox is due for a sample:
 %% 0 unless it just pushes (local, active true, not congested, nothing
-%% held or pending).
+%% held or pending) and keeps its messages on its heap: an off_heap
+%% mailbox may take messages from two senders (the listener thread and
+%% bus_srv) in another order than they were sent.
 -spec lane_budget(flow()) -> non_neg_integer().
 lane_budget(#flow{pid = Pid, active = true, congested = false, pending = 0, queued = 0,
                   held = Held, sends = Sends}) when node(Pid) =:= node() ->
-    case queue:is_empty(Held) of
-        true -> max(?SAMPLE_EVERY - Sends, 0);
-        false -> 0
+    case queue:is_empty(Held) andalso process_info(Pid, message_queue_data) of
+        {message_queue_data, on_heap} -> max(?SAMPLE_EVERY - Sends, 0);
+        _ -> 0
     end;
 lane_budget(#flow{}) ->
     0.

@@ -23,7 +23,7 @@
          bad_options/1, proplist_options/1,
          stuck_subscriber_under_a_million/1, churn_on_a_hundred_buses/1]).
 -export([lane_keeps_order_and_counts/1, lane_gives_way_to_a_passive_subscriber/1,
-         lanes_off_by_env/1]).
+         no_lane_for_an_off_heap_mailbox/1, lanes_off_by_env/1]).
 
 suite() -> [{timetrap, {minutes, 5}}].
 
@@ -41,7 +41,7 @@ groups() ->
        stuck_subscriber_under_a_million, churn_on_a_hundred_buses]) ++
     %% Lanes (bus_srv): the NIF backend's alone.
     [{lanes, [], [lane_keeps_order_and_counts, lane_gives_way_to_a_passive_subscriber,
-                  lanes_off_by_env]}].
+                  no_lane_for_an_off_heap_mailbox, lanes_off_by_env]}].
 
 init_per_group(lanes, Config) -> bus_test_lib:use_backend(nif, Config);
 init_per_group(Backend, Config) -> bus_test_lib:use_backend(Backend, Config).
@@ -462,6 +462,26 @@ lane_gives_way_to_a_passive_subscriber(Config) ->
     ?assertEqual(open, lane(Bus)),
     ?assertEqual([11], numbers(Bus, 1)),
     ok = bus:unsubscribe(Bus).
+
+%% A subscriber whose mailbox is off its heap may take messages from two
+%% senders out of order: it gets no lane, and every message through
+%% bus_srv.
+no_lane_for_an_off_heap_mailbox(Config) ->
+    Bus = bus_test_lib:new_bus(Config),
+    Self = self(),
+    Sub = spawn_link(fun() ->
+                             process_flag(message_queue_data, off_heap),
+                             ok = bus:subscribe(Bus),
+                             Self ! subscribed,
+                             Self ! {numbers, numbers(Bus, 100)},
+                             receive stop -> ok end
+                     end),
+    receive subscribed -> ok end,
+    send(Bus, 1, 100),
+    receive {numbers, Ns} -> ?assertEqual(lists:seq(1, 100), Ns) end,
+    ?assertEqual(closed, lane(Bus)),
+    unlink(Sub),
+    Sub ! stop.
 
 %% With the application env's lanes false, a bus_srv started then opens
 %% none, and forwards everything itself.

@@ -65,6 +65,7 @@ lane_sends_straight_to_its_members(Config) ->
     ?assertEqual({3, 9}, ?NIF:close_lane(L)),
     ?assertEqual({0, 0}, ?NIF:close_lane(L)),
     ok = ?NIF:open_lane(L, [{self(), mine}], 10, spent),
+    busy = ?NIF:open_lane(L, [{self(), mine}], 10, spent),
     ok = bus:broadcast(Bus, <<"0 e">>),
     receive {bus, mine, <<"0 e">>} -> ok after 1000 -> ct:fail(not_sent) end,
     ?assertEqual({1, 3}, ?NIF:close_lane(L)),

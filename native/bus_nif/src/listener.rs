@@ -61,8 +61,11 @@ struct LaneCount {
 impl Resource for Listener {
     const IMPLEMENTS_DOWN: bool = true;
 
-    // Not joined here: this runs on a scheduler thread.
+    // Not joined here: this runs on a scheduler thread. A lane closes
+    // first: a dead owner's lane must not send after its successor's
+    // first words to the same subscribers.
     fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: Monitor) {
+        drop(self.subscription.close_direct());
         self.subscription.cancel();
     }
 }
@@ -210,8 +213,9 @@ impl Lane {
     fn send(&mut self, item: Item) -> bool {
         let bytes = match item {
             Item::Message { bytes, .. } => bytes,
-            // (Only with Overflow::Drop, which listen/5 never asks for.)
-            Item::Dropped(_) => return false,
+            // Only with Overflow::Drop, which listen/5 never asks for: the
+            // lane closes, and its owner is told to look.
+            Item::Dropped(_) => return self.spent(),
         };
         let names = &self.names;
         for (pid, name) in &self.members {
@@ -224,9 +228,11 @@ impl Lane {
         let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
         self.count.bytes.fetch_add(len, Ordering::Relaxed);
         self.left -= 1;
-        if self.left > 0 {
-            return true;
-        }
+        self.left > 0 || self.spent()
+    }
+
+    /// Closes the lane: sends its owner the Spent term; false.
+    fn spent(&mut self) -> bool {
         let (names, spent) = (&self.names, &self.spent);
         let _ = self
             .env
@@ -240,8 +246,8 @@ impl Lane {
 /// Message}`, to every `{Pid, Name}` of `Members` (own messages
 /// included, unmarked), and queues nothing, until `Budget` messages went
 /// that way (then it sends `Spent` to the caller and closes the lane) or
-/// `close_lane/1`. `busy` while items wait to be taken: the lane must not
-/// overtake them.
+/// `close_lane/1`. `busy` while items wait to be taken (the lane must not
+/// overtake them) or a lane is open.
 #[rustler::nif]
 fn open_lane<'a>(
     env: Env<'a>,
