@@ -166,6 +166,14 @@ struct Queue {
     direct: DirectSlot,
 }
 
+impl Queue {
+    /// Whether anything waits for the consumer: an item, or drops not
+    /// followed by a message yet.
+    fn waiting(&self) -> bool {
+        !self.items.is_empty() || self.dropping > 0
+    }
+}
+
 struct Shared {
     queue: Mutex<Queue>,
     /// Signalled when the consumer makes room, and on stop.
@@ -271,7 +279,7 @@ impl Shared {
         if open {
             q.direct.0 = Some(direct);
         }
-        q.items.is_empty() && q.dropping == 0
+        !q.waiting()
     }
 
     fn became_ready(&self) {
@@ -294,7 +302,7 @@ impl Shared {
             q.counters.delivered += 1;
             self.room.notify_all();
         }
-        if q.items.is_empty() && q.dropping == 0 {
+        if !q.waiting() {
             if let Some(fd) = &self.ready_fd {
                 let _ = fd.clear();
             }
@@ -425,7 +433,7 @@ impl Subscription {
     /// must not overtake them) or another direct consumer is open.
     pub fn open_direct(&self, direct: Direct) -> std::result::Result<(), Direct> {
         let mut q = self.shared.lock();
-        if !q.items.is_empty() || q.dropping > 0 || q.direct.0.is_some() {
+        if q.waiting() || q.direct.0.is_some() {
             return Err(direct);
         }
         q.direct.0 = Some(direct);

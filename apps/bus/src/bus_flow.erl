@@ -200,11 +200,7 @@ delivered({message, _}, F = #flow{pid = Pid, name = Name, active = A, sends = S,
         1 -> _ = erlang:send(Pid, {bus_passive, Name}, [noconnect]), 0;
         _ -> A - 1
     end,
-    F1 = F#flow{active = A1, delivered = D + 1, sends = S + 1},
-    case S + 1 >= ?SAMPLE_EVERY of
-        true -> sample(F1);
-        false -> F1
-    end;
+    sample_if_due(F#flow{active = A1, delivered = D + 1, sends = S + 1});
 delivered(_Notice, F) ->
     F.
 
@@ -229,6 +225,11 @@ send(Pid, Message) ->
         ok -> ok;
         _ -> busy
     end.
+
+sample_if_due(F = #flow{sends = S}) when S >= ?SAMPLE_EVERY ->
+    sample(F);
+sample_if_due(F) ->
+    F.
 
 %% Congested when the mailbox holds more than max_mailbox messages. A
 %% process of another node is not sampled; a dead one is left to the
@@ -283,11 +284,7 @@ lane_budget(#flow{}) ->
 sent_by_lane(0, F) ->
     F;
 sent_by_lane(N, F = #flow{delivered = D, sends = S}) ->
-    F1 = F#flow{delivered = D + N, sends = S + N},
-    case S + N >= ?SAMPLE_EVERY of
-        true -> sample(F1);
-        false -> F1
-    end.
+    sample_if_due(F#flow{delivered = D + N, sends = S + N}).
 
 %% bus:activate/2: true pushes; false holds; once leaves one message of
 %% credit, N adds N (from 0 if pushing).

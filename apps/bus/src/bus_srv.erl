@@ -499,12 +499,16 @@ arm_recheck(State = #state{subscribers = Subs}) ->
             State
     end.
 
-recheck(State = #state{subscribers = Subs}) ->
-    State1 = maps:fold(fun(Pid, {Ref, Flow}, S = #state{subscribers = Acc}) ->
-                               Flow1 = bus_flow:recheck(Flow),
-                               delivered(Flow, Flow1, S#state{subscribers = Acc#{Pid := {Ref, Flow1}}})
-                       end, State, Subs),
-    arm_recheck(State1).
+recheck(State) ->
+    arm_recheck(map_flows(fun bus_flow:recheck/1, State)).
+
+%% Applies F to every subscriber's flow, counting what each delivered
+%% meanwhile.
+map_flows(F, State = #state{subscribers = Subs}) ->
+    maps:fold(fun(Pid, {Ref, Flow}, S = #state{subscribers = Acc}) ->
+                      Flow1 = F(Flow),
+                      delivered(Flow, Flow1, S#state{subscribers = Acc#{Pid := {Ref, Flow1}}})
+              end, State, Subs).
 
 %% Opens a lane if every subscriber just pushes, at most ?LANE_MAX of
 %% them, and nothing else is under way: listening, no gap to tell, no
@@ -541,14 +545,10 @@ lanes() ->
 %% changed since it opened, every change closes it first).
 unlane(State = #state{lane = Lane}) when Lane =/= open ->
     State;
-unlane(State = #state{backend = Backend, listener = L, subscribers = Subs,
-                      received = R, received_bytes = B}) ->
+unlane(State = #state{backend = Backend, listener = L, received = R, received_bytes = B}) ->
     {N, Bytes} = Backend:close_lane(L),
-    State1 = State#state{lane = closed, received = R + N, received_bytes = B + Bytes},
-    maps:fold(fun(Pid, {Ref, Flow}, S = #state{subscribers = Acc}) ->
-                      Flow1 = bus_flow:sent_by_lane(N, Flow),
-                      delivered(Flow, Flow1, S#state{subscribers = Acc#{Pid := {Ref, Flow1}}})
-              end, State1, Subs).
+    map_flows(fun(Flow) -> bus_flow:sent_by_lane(N, Flow) end,
+              State#state{lane = closed, received = R + N, received_bytes = B + Bytes}).
 
 %% Blocked: the listener's held_us now, to count how long it holds the bus
 %% because of it.

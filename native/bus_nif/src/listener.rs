@@ -101,6 +101,11 @@ enum StandingAtom {
     Acked,
 }
 
+/// A copy in `e` of a term saved in `saved_in`.
+fn load<'e>(saved_in: &OwnedEnv, term: &SavedTerm, e: Env<'e>) -> Term<'e> {
+    saved_in.run(|s| term.load(s).in_env(e))
+}
+
 /// The notices of one listener, sent to its owner with its tag.
 struct Mailer {
     owner: LocalPid,
@@ -115,7 +120,7 @@ impl Mailer {
     fn send(&mut self, make: impl for<'e> FnOnce(Env<'e>, Term<'e>) -> Term<'e>) {
         let (tag_env, tag) = (&self.tag_env, &self.tag);
         let _ = self.env.send_and_clear(&self.owner, |e| {
-            let tag = tag_env.run(|te| tag.load(te).in_env(e));
+            let tag = load(tag_env, tag, e);
             make(e, tag)
         });
     }
@@ -220,7 +225,7 @@ impl Lane {
         let names = &self.names;
         for (pid, name) in &self.members {
             let _ = self.env.send_and_clear(pid, |e| {
-                let name = names.run(|ne| name.load(ne).in_env(e));
+                let name = load(names, name, e);
                 (bus(), name, term::binary(e, &bytes)).encode(e)
             });
         }
@@ -236,7 +241,7 @@ impl Lane {
         let (names, spent) = (&self.names, &self.spent);
         let _ = self
             .env
-            .send_and_clear(&self.owner, |e| names.run(|ne| spent.load(ne).in_env(e)));
+            .send_and_clear(&self.owner, |e| load(names, spent, e));
         false
     }
 }
