@@ -51,6 +51,47 @@ pub(crate) struct Spinner {
     /// 0 until then.
     processes: AtomicU64,
     since_count: AtomicU64,
+    /// What it did, for [`SpinStats`] (counted, never read on the way).
+    waits: AtomicU64,
+    gated: AtomicU64,
+    spun: AtomicU64,
+    won: AtomicU64,
+    spun_ns: AtomicU64,
+}
+
+/// What spinning did on one open bus (see [`Bus::spin_stats`]): how often
+/// it waited, how often the gate kept it from spinning, how often it spun
+/// and how often that spared it a sleep.
+///
+/// [`Bus::spin_stats`]: crate::Bus::spin_stats
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpinStats {
+    /// Semaphore waits that could block (broadcasting and listening).
+    pub waits: u64,
+    /// Waits that did not spin because no core was free or the bus had
+    /// more processes than the machine has cores (counted only while a
+    /// spinning budget is set).
+    pub gated: u64,
+    /// Waits that spun before blocking.
+    pub spun: u64,
+    /// Spins that ended the wait: no sleep.
+    pub won: u64,
+    /// Time spent spinning, in all.
+    pub spinning: Duration,
+}
+
+impl std::ops::Add for SpinStats {
+    type Output = SpinStats;
+
+    fn add(self, other: SpinStats) -> SpinStats {
+        SpinStats {
+            waits: self.waits + other.waits,
+            gated: self.gated + other.gated,
+            spun: self.spun + other.spun,
+            won: self.won + other.won,
+            spinning: self.spinning + other.spinning,
+        }
+    }
 }
 
 impl Spinner {
@@ -90,7 +131,9 @@ impl Spinner {
                 self.processes.store(listeners + 1, Ordering::Relaxed);
             }
         }
-        if self.processes.load(Ordering::Relaxed) > cores() || !core_free() {
+        // core_free() first: it counts the cores again when due.
+        if !core_free() || self.processes.load(Ordering::Relaxed) > cores() {
+            self.gated.fetch_add(1, Ordering::Relaxed);
             return 0;
         }
         let budget = self.budget_ns.load(Ordering::Relaxed);
@@ -105,7 +148,25 @@ impl Spinner {
         }
     }
 
-    fn record(&self, budget: u64, success: bool) {
+    /// What spinning did so far.
+    pub fn stats(&self) -> SpinStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        SpinStats {
+            waits: read(&self.waits),
+            gated: read(&self.gated),
+            spun: read(&self.spun),
+            won: read(&self.won),
+            spinning: Duration::from_nanos(read(&self.spun_ns)),
+        }
+    }
+
+    /// Adapts the budget after a spin of `budget` that took `took` and
+    /// ended the wait or not.
+    fn record(&self, budget: u64, took: Duration, success: bool) {
+        self.spun.fetch_add(1, Ordering::Relaxed);
+        self.won.fetch_add(u64::from(success), Ordering::Relaxed);
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.spun_ns.fetch_add(took, Ordering::Relaxed);
         let max = self.max_ns.load(Ordering::Relaxed);
         let next = if success {
             (budget * 2).clamp(Self::FLOOR_NS, max)
@@ -122,10 +183,10 @@ impl Spinner {
 const CORE_CHECK_EVERY: Duration = Duration::from_millis(10);
 
 /// Whether a core is free for spinning: fewer tasks are runnable on the
-/// machine now, besides the caller, than there are cores (the fourth field
-/// of /proc/loadavg, a snapshot). Read at most once per
-/// [`CORE_CHECK_EVERY`] in the process (a few microseconds); without
-/// /proc, true.
+/// machine now, besides the caller, than there are [`cores`] (the fourth
+/// field of /proc/loadavg, a snapshot). Read at most once per
+/// [`CORE_CHECK_EVERY`] in the process (a few microseconds), with the
+/// cores; without /proc, true.
 fn core_free() -> bool {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     static NEXT_CHECK_NS: AtomicU64 = AtomicU64::new(0);
@@ -142,7 +203,8 @@ fn core_free() -> bool {
             )
             .is_ok();
     if due {
-        let cores = cores();
+        let cores = count_cores();
+        CORES.store(cores, Ordering::Relaxed);
         let free = std::fs::read_to_string("/proc/loadavg")
             .ok()
             .and_then(|text| runnable(&text))
@@ -152,10 +214,27 @@ fn core_free() -> bool {
     FREE.load(Ordering::Relaxed)
 }
 
-/// The machine's cores (as this process may use them), found once.
+/// The cores this process may use, as last counted (0: not yet).
+static CORES: AtomicU64 = AtomicU64::new(0);
+
+/// The cores this process may use: counted again with every look at the
+/// machine ([`core_free`]), since its CPU affinity or its cgroup's quota
+/// may change while it runs (a process kept to one CPU must not spin
+/// against a peer waiting for that CPU).
 fn cores() -> u64 {
-    static CORES: OnceLock<u64> = OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64))
+    match CORES.load(Ordering::Relaxed) {
+        0 => {
+            let cores = count_cores();
+            CORES.store(cores, Ordering::Relaxed);
+            cores
+        }
+        cores => cores,
+    }
+}
+
+/// The cores this process may use now (its affinity and cgroup quota).
+fn count_cores() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
 }
 
 /// The tasks runnable now, from the text of /proc/loadavg
@@ -194,6 +273,7 @@ pub(crate) fn semop(
         return Err(Error::Interrupted);
     }
     if let Some(spinner) = limits.spin {
+        spinner.waits.fetch_add(1, Ordering::Relaxed);
         let mut budget = spinner.budget(sem);
         // Never spin past the deadline: one already passed means a single
         // try, and no waiting at all.
@@ -202,8 +282,9 @@ pub(crate) fn semop(
             budget = budget.min(u64::try_from(left).unwrap_or(u64::MAX));
         }
         if budget > 0 {
+            let start = Instant::now();
             let success = spin(sem, ops, Duration::from_nanos(budget));
-            spinner.record(budget, success);
+            spinner.record(budget, start.elapsed(), success);
             if success {
                 return Ok(());
             }

@@ -51,6 +51,7 @@ pub mod tokio;
 mod writer;
 
 pub use crate::admin::{chmod, chown, create, create_in, normalise_mode, stat, unlink, Status};
+pub use crate::block::SpinStats;
 pub use crate::bus::{
     default_spin, parse_spin, Access, Bus, DEFAULT_SPIN, MAX_SPIN, SPIN_VARIABLE,
 };

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bus::{Access, Bus, Clock, Message};
+use bus::{Access, Bus, Clock, Message, SpinStats};
 
 #[path = "bench_peers.rs"]
 mod peers;
@@ -109,6 +109,8 @@ struct Row {
     p50: Duration,
     p99: Duration,
     cpu: Duration,
+    /// What spinning did, in the writer and the listeners together.
+    spin: SpinStats,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> Duration {
@@ -134,6 +136,7 @@ fn run(
                 .arg(path)
                 .arg(mode)
                 .arg(spin.as_micros().to_string())
+                .arg("spin-stats")
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap();
@@ -159,10 +162,28 @@ fn run(
     let took = start.elapsed();
     bus.write(&Message::new("end").unwrap()).unwrap();
     let mut latencies = Vec::new();
+    let mut spin_stats = bus.spin_stats();
     for (mut c, mut out) in children.drain(..) {
-        let mut line = String::new();
-        out.read_to_string(&mut line).unwrap();
-        latencies.extend(line.split_whitespace().map(|n| n.parse::<u64>().unwrap()));
+        let mut text = String::new();
+        out.read_to_string(&mut text).unwrap();
+        let mut lines = text.lines();
+        let numbers = |line: Option<&str>| -> Vec<u64> {
+            line.unwrap_or_default()
+                .split_whitespace()
+                .map(|n| n.parse::<u64>().unwrap())
+                .collect()
+        };
+        latencies.extend(numbers(lines.next()));
+        if let [waits, gated, spun_waits, won, ns] = numbers(lines.next())[..] {
+            spin_stats = spin_stats
+                + SpinStats {
+                    waits,
+                    gated,
+                    spun: spun_waits,
+                    won,
+                    spinning: Duration::from_nanos(ns),
+                };
+        }
         c.wait().unwrap();
     }
     let cpu = cpu_time() - cpu_before;
@@ -176,6 +197,7 @@ fn run(
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
         cpu: cpu / count,
+        spin: spin_stats,
     }
 }
 

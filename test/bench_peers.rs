@@ -2,7 +2,8 @@
 //!
 //! - the floor: the cost of a broadcast to one listener, and of each extra
 //!   listener, as fractions of the pipe round trip, with and without
-//!   spinning, on the machine as it is and with every core kept busy;
+//!   spinning, on the machine as it is, with every core kept busy and
+//!   with every process on one CPU, with what spinning did;
 //! - the peers: for L = 1, 4, 16 receiver processes and 64-byte messages,
 //!   this bus against D-Bus signals (a private `dbus-daemon` started here,
 //!   libdbus through the `dbus` crate on both sides) and a Unix-socket
@@ -22,6 +23,8 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use bus::{Access, Bus, Message};
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 
 use super::{now_ns, peer, percentile, run, us};
 
@@ -301,23 +304,60 @@ impl Drop for Burners {
 }
 
 /// The floor: L = 1, 2, 4, 8 read loops, without spinning and spinning
-/// up to `spin`, as the machine is and with every core kept busy by
-/// another process, as fractions of the pipe round trip `rt`. The cost of
-/// an extra listener is the least-squares slope over L; the CPU time is
-/// that of the writer and the listeners (not the burners').
+/// up to `spin`, as the machine is, with every core kept busy by another
+/// process, and with writer and listeners sharing one CPU (their affinity
+/// set to it; every wakeup then a switch on a running CPU, none waking an
+/// idle one), as fractions of the pipe round trip `rt`. The cost of an
+/// extra listener is the least-squares slope over L; the CPU time is that
+/// of the writer and the listeners (not the burners'); what spinning did
+/// is counted by the library (`Bus::spin_stats`) in all of them.
 pub fn floor(path: &Path, rt: Duration, quick: bool, spin: Duration) {
     println!();
     println!("floor: one broadcast's cost as a fraction of the pipe round trip");
-    for busy in [false, true] {
-        let burners = busy.then(Burners::start);
+    println!("  (spun/gated: the waits, in writer and listeners, that spun / that the gate kept from spinning)");
+    for place in [Place::AsIs, Place::CoresBusy, Place::OneCpu] {
+        let burners = (place == Place::CoresBusy).then(Burners::start);
+        let pinned = (place == Place::OneCpu).then(OneCpu::enter);
         for budget in [Duration::ZERO, spin] {
-            floor_row(path, rt, quick, budget, busy);
+            floor_row(path, rt, quick, budget, place);
         }
+        drop(pinned);
         drop(burners);
     }
 }
 
-fn floor_row(path: &Path, rt: Duration, quick: bool, spin: Duration, busy: bool) {
+/// Where the floor is measured.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    AsIs,
+    CoresBusy,
+    OneCpu,
+}
+
+/// This process (and the processes it starts meanwhile) on the first CPU
+/// it may use, until dropped.
+struct OneCpu(CpuSet);
+
+impl OneCpu {
+    fn enter() -> OneCpu {
+        let all = sched_getaffinity(Pid::from_raw(0)).expect("read this process's CPUs");
+        let first = (0..CpuSet::count())
+            .find(|&cpu| all.is_set(cpu).unwrap_or(false))
+            .expect("a CPU to run on");
+        let mut one = CpuSet::new();
+        one.set(first).expect("a CPU index");
+        sched_setaffinity(Pid::from_raw(0), &one).expect("keep to one CPU");
+        OneCpu(all)
+    }
+}
+
+impl Drop for OneCpu {
+    fn drop(&mut self) {
+        let _ = sched_setaffinity(Pid::from_raw(0), &self.0);
+    }
+}
+
+fn floor_row(path: &Path, rt: Duration, quick: bool, spin: Duration, place: Place) {
     let count = if quick { 2_000 } else { 10_000 };
     let rows: Vec<_> = [1usize, 2, 4, 8]
         .iter()
@@ -333,9 +373,14 @@ fn floor_row(path: &Path, rt: Duration, quick: bool, spin: Duration, busy: bool)
     let my = points.iter().map(|p| p.1).sum::<f64>() / n;
     let slope = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>()
         / points.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>();
+    let percent = |part: u64, whole: u64| 100.0 * part as f64 / whole.max(1) as f64;
     println!(
-        "  {:<9} spin {:>3} us: L=1 {:.3} rt (p50 {:.1} us, cpu {:.1} us/msg), each extra listener {:.3} rt; at L=1,2,4,8: {} rt, cpu {} us/msg",
-        if busy { "cores busy" } else { "as is" },
+        "  {:<10} spin {:>3} us: L=1 {:.3} rt (p50 {:.1} us, cpu {:.1} us/msg), each extra listener {:.3} rt; at L=1,2,4,8: {} rt, cpu {} us/msg, spun/gated % {}",
+        match place {
+            Place::AsIs => "as is",
+            Place::CoresBusy => "cores busy",
+            Place::OneCpu => "one cpu",
+        },
         spin.as_micros(),
         ratio(rows[0].cost),
         us(rows[0].p50),
@@ -348,6 +393,14 @@ fn floor_row(path: &Path, rt: Duration, quick: bool, spin: Duration, busy: bool)
             .join(" "),
         rows.iter()
             .map(|r| format!("{:.1}", us(r.cpu)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        rows.iter()
+            .map(|r| format!(
+                "{:.0}/{:.0}",
+                percent(r.spin.spun, r.spin.waits),
+                percent(r.spin.gated, r.spin.waits)
+            ))
             .collect::<Vec<_>>()
             .join(" "),
     );

@@ -6,10 +6,13 @@
 //! peer read  PATH [LEAVE_AFTER]   listen with the callback loop: "ready",
 //! peer poll  PATH [LEAVE_AFTER]   then each message on a line, until "end"
 //!                                 or LEAVE_AFTER messages (stress, faults)
-//! peer latency PATH read|poll|handoff SPIN_US
+//! peer latency PATH read|poll|handoff SPIN_US [spin-stats]
 //!                                 "ready", then, at "end", the latencies in
 //!                                 ns of the messages (each starts with its
 //!                                 send time) on one line, sorted (bench);
+//!                                 spin-stats (read|poll): then a line
+//!                                 "WAITS GATED SPUN WON NS", what spinning
+//!                                 did (`Bus::spin_stats`);
 //!                                 handoff: a read loop passing each message
 //!                                 to a thread of its own, which stamps it
 //!                                 (one more wake-up, as a listener thread
@@ -60,7 +63,7 @@ fn main() -> ExitCode {
     let result = match role {
         "read" | "poll" => listen_lines(arg(1), role == "poll", arg(2).parse().ok()),
         "latency" if arg(2) == "handoff" => latency_handoff(arg(1), arg(3)),
-        "latency" => latency(arg(1), arg(2) == "poll", arg(3)),
+        "latency" => latency(arg(1), arg(2) == "poll", arg(3), arg(4) == "spin-stats"),
         "count" => count(arg(1), arg(2)),
         "write" => write(arg(1), arg(2), arg(3)),
         "broadcast" => broadcast(arg(1), arg(2)),
@@ -151,7 +154,7 @@ fn now_ns() -> u64 {
     Clock::MONOTONIC.now().as_nanos() as u64
 }
 
-fn latency(path: &str, poll: bool, spin_us: &str) -> Outcome {
+fn latency(path: &str, poll: bool, spin_us: &str, spin_stats: bool) -> Outcome {
     let mut bus = Bus::open(path, Access::ReadOnly)?;
     set_spin(&mut bus, spin_us)?;
     let mut latencies = Vec::with_capacity(1 << 20);
@@ -164,6 +167,11 @@ fn latency(path: &str, poll: bool, spin_us: &str) -> Outcome {
         true
     })?;
     print_sorted(latencies);
+    if spin_stats {
+        let s = bus.spin_stats();
+        let ns = s.spinning.as_nanos();
+        println!("{} {} {} {} {ns}", s.waits, s.gated, s.spun, s.won);
+    }
     Ok(())
 }
 

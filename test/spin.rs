@@ -1,0 +1,82 @@
+//! Spinning's accounting and its gate: every wait is counted, nothing
+//! spins without a budget, and nothing spins while the bus has more
+//! processes than the machine has cores, whatever the budget.
+
+mod common;
+
+use std::time::Duration;
+
+use bus::{Access, Bus, Message, SpinStats, SubscribeOptions, Subscription};
+use common::TempBus;
+
+/// Starts `n` subscriptions on `path`, each counted on the bus.
+fn listeners(path: &std::path::Path, n: usize) -> Vec<Subscription> {
+    (0..n)
+        .map(|_| {
+            let sub = Subscription::start(path, SubscribeOptions::default()).unwrap();
+            sub.wait_listening().unwrap();
+            sub
+        })
+        .collect()
+}
+
+/// Broadcasts `count` messages through a writer spinning up to `spin`,
+/// takes them from every subscription, and returns the writer's stats.
+fn broadcast(
+    path: &std::path::Path,
+    subs: &[Subscription],
+    spin: Duration,
+    count: u32,
+) -> SpinStats {
+    let mut w = Bus::open(path, Access::Write).unwrap();
+    w.set_spin(spin);
+    for i in 0..count {
+        w.write(&Message::new(format!("0 {i}")).unwrap()).unwrap();
+    }
+    for sub in subs {
+        for _ in 0..count {
+            sub.next(Some(Duration::from_secs(10))).unwrap();
+        }
+    }
+    w.spin_stats()
+}
+
+#[test]
+fn without_a_budget_waits_are_counted_and_none_spins() {
+    let bus = TempBus::new("spin-off");
+    let subs = listeners(&bus.path, 1);
+    let stats = broadcast(&bus.path, &subs, Duration::ZERO, 100);
+    // Each broadcast waits at least for the lock and for the listener.
+    assert!(stats.waits >= 200, "{stats:?}");
+    assert_eq!(
+        (stats.gated, stats.spun, stats.won, stats.spinning),
+        (0, 0, 0, Duration::ZERO),
+        "{stats:?}"
+    );
+}
+
+/// With as many listeners as cores the bus has a process more than the
+/// machine has cores (its writer): the gate stays shut for every wait.
+#[test]
+fn no_spinning_while_the_bus_has_more_processes_than_cores() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let bus = TempBus::new("spin-gate");
+    let subs = listeners(&bus.path, cores);
+    let stats = broadcast(&bus.path, &subs, Duration::from_micros(50), 200);
+    assert!(stats.waits >= 400, "{stats:?}");
+    assert_eq!(stats.gated, stats.waits, "{stats:?}");
+    assert_eq!((stats.spun, stats.won), (0, 0), "{stats:?}");
+}
+
+/// With a budget and one listener, whether a wait spins depends on the
+/// machine (a free core); the accounting holds either way.
+#[test]
+fn spins_are_accounted_for() {
+    let bus = TempBus::new("spin-on");
+    let subs = listeners(&bus.path, 1);
+    let stats = broadcast(&bus.path, &subs, Duration::from_micros(50), 500);
+    assert!(stats.waits >= 1000, "{stats:?}");
+    assert!(stats.gated + stats.spun <= stats.waits, "{stats:?}");
+    assert!(stats.won <= stats.spun, "{stats:?}");
+    assert_eq!(stats.spun > 0, stats.spinning > Duration::ZERO, "{stats:?}");
+}
