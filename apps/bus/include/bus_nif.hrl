@@ -6,4 +6,4 @@
 %%
 %% Bump it with native/bus_nif/NATIVE_VERSION whenever the native code
 %% changes, and rename apps/bus/src/bus_nif_N.erl to match.
--define(NIF, bus_nif_9).
+-define(NIF, bus_nif_10).

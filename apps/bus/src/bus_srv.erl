@@ -329,14 +329,18 @@ terminate(_Reason, State = #state{path = Path}) ->
 %% The state has had this shape since 0.15.0, which appended the lane
 %% (0.7.0 to 0.14.0 had the same shape without it). Each release that
 %% changes the shape converts here, from and back to exactly the previous
-%% release's: to 0.14.0, the lane is closed (its count taken) and the
-%% field dropped. An appup that says {advanced, {handover, Nif}} also
+%% release's. A downgrade closes the lane first (its count taken); to
+%% 0.14.0 or earlier it also drops the field (0.16.0 keeps 0.15.0's
+%% shape). An appup that says {advanced, {handover, Nif}} also
 %% moves the listener of a bus served by the NIF backend to the native
 %% module Nif, loaded by then (see handover/3).
 -spec code_change(term(), tuple(), term()) -> {ok, tuple()}.
 code_change({down, _} = Vsn, State, Extra) ->
     {ok, State1} = change(Vsn, unlane(State), Extra),
-    {ok, erlang:delete_element(#state.lane, State1)};
+    case keeps_lane(Extra) of
+        true -> {ok, State1};
+        false -> {ok, erlang:delete_element(#state.lane, State1)}
+    end;
 code_change(Vsn, State, Extra) when tuple_size(State) =:= #state.lane - 1 ->
     change(Vsn, erlang:insert_element(#state.lane, State, lanes()), Extra);
 code_change(Vsn, State, Extra) ->
@@ -369,6 +373,16 @@ change(_OldVsn, State = #state{}, _Extra) ->
     {ok, State}.
 
 %% Internal.
+
+%% Whether the release a downgrade goes to has the field lane: 0.15.0
+%% and later, whose appups hand listeners over to native version 9 or
+%% later. (A downgrade's module version is the old beam's checksum: the
+%% native module named in Extra is what tells the releases apart.)
+keeps_lane({handover, Nif}) ->
+    "bus_nif_" ++ Native = atom_to_list(Nif),
+    list_to_integer(Native) >= 9;
+keeps_lane(_Extra) ->
+    false.
 
 %% Takes from the listener's queue up to Budget items (or all), and no
 %% more than the subscribers with overflow block have room for: with no

@@ -1,4 +1,4 @@
-%% @doc The native functions (native/bus_nif), native version 9. The
+%% @doc The native functions (native/bus_nif), native version 10. The
 %% module is named after the native version so that the next version's
 %% module and library can be loaded side by side with this one during a
 %% hot upgrade; other modules call it as `?NIF' (include/bus_nif.hrl).
@@ -9,7 +9,7 @@
 %% priv/nif, next to its library, and bus_nif_loader loads it the first
 %% time a bus uses the NIF backend, so that a node that never does maps
 %% no native code.
--module(bus_nif_9).
+-module(bus_nif_10).
 
 -export([create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1]).
 -export([open_writer/1, broadcast/4, finish_broadcast/1, close_writer/1]).
