@@ -18,6 +18,10 @@ use crate::time::Deadline;
 pub(crate) enum Mode {
     /// Fail with [`Error::WouldBlock`] rather than block.
     NoWait,
+    /// Spin as the budget allows, at most [`SPIN_ONLY_MAX`], then fail
+    /// with [`Error::WouldBlock`] rather than block: for callers that must
+    /// not block, such as an Erlang scheduler.
+    SpinOnly,
     /// Block until the call's deadline, if it has one.
     Timed,
     /// Block without a time limit (only a stop ends the wait).
@@ -66,11 +70,12 @@ pub(crate) struct Spinner {
 /// [`Bus::spin_stats`]: crate::Bus::spin_stats
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpinStats {
-    /// Semaphore waits that could block (broadcasting and listening).
+    /// Semaphore waits that found the semaphore not ready, while a
+    /// spinning budget was set (broadcasting and listening; without a
+    /// budget nothing is counted).
     pub waits: u64,
     /// Waits that did not spin because no core was free or the bus had
-    /// more processes than the machine has cores (counted only while a
-    /// spinning budget is set).
+    /// more processes than the machine has cores.
     pub gated: u64,
     /// Waits that spun before blocking.
     pub spun: u64,
@@ -114,6 +119,11 @@ impl Spinner {
 
     pub fn max(&self) -> Duration {
         Duration::from_nanos(self.max_ns.load(Ordering::Relaxed))
+    }
+
+    /// Whether a budget is set at all.
+    fn enabled(&self) -> bool {
+        self.max_ns.load(Ordering::Relaxed) > 0
     }
 
     /// The budget for the next wait on `sem` (zero: block at once).
@@ -178,6 +188,12 @@ impl Spinner {
         self.budget_ns.store(next, Ordering::Relaxed);
     }
 }
+
+/// The longest a [`Mode::SpinOnly`] wait spins, whatever the budget: a
+/// caller that must not block must not be held long either (a native
+/// function on an Erlang scheduler should return within a millisecond,
+/// and a broadcast makes at most two such waits).
+pub(crate) const SPIN_ONLY_MAX: Duration = Duration::from_micros(25);
 
 /// How often [`core_free`] looks at the machine again.
 const CORE_CHECK_EVERY: Duration = Duration::from_millis(10);
@@ -261,7 +277,7 @@ pub(crate) fn semop(
     limits: &Limits<'_>,
 ) -> Result<()> {
     let deadline = match mode {
-        Mode::Timed => limits.deadline,
+        Mode::Timed | Mode::SpinOnly => limits.deadline,
         _ => None,
     };
     if mode == Mode::NoWait {
@@ -272,7 +288,14 @@ pub(crate) fn semop(
     if limits.stop.is_some_and(StopToken::is_stopped) {
         return Err(Error::Interrupted);
     }
-    if let Some(spinner) = limits.spin {
+    if let Some(spinner) = limits.spin.filter(|s| s.enabled()) {
+        // Ready at once (the common case for a writer's lock): no spinning,
+        // and nothing to count or look up.
+        match sem.op(ops, Block::Never) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(e) => return Err(semop_error(e, path)),
+        }
         spinner.waits.fetch_add(1, Ordering::Relaxed);
         let mut budget = spinner.budget(sem);
         // Never spin past the deadline: one already passed means a single
@@ -280,6 +303,9 @@ pub(crate) fn semop(
         if let Some(d) = deadline {
             let left = d.remaining().map_or(0, |r| r.as_nanos());
             budget = budget.min(u64::try_from(left).unwrap_or(u64::MAX));
+        }
+        if mode == Mode::SpinOnly {
+            budget = budget.min(SPIN_ONLY_MAX.as_nanos() as u64);
         }
         if budget > 0 {
             let start = Instant::now();
@@ -289,6 +315,10 @@ pub(crate) fn semop(
                 return Ok(());
             }
         }
+    }
+    if mode == Mode::SpinOnly {
+        // One last try, which also gives a failure its precise error.
+        return sem.op(ops, Block::Never).map_err(|e| semop_error(e, path));
     }
     let registration = limits.stop.map(StopToken::register);
     loop {

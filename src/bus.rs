@@ -139,7 +139,7 @@ impl Bus {
     /// as cores, besides this one) or while the bus has more processes
     /// (listeners and a writer) than the machine has cores. It changes
     /// nothing another process can observe.
-    pub fn set_spin(&mut self, max: Duration) {
+    pub fn set_spin(&self, max: Duration) {
         self.spin.set_max(max);
     }
 

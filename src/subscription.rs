@@ -88,6 +88,9 @@ pub struct SubscribeOptions {
     /// Called on the listener thread with each [`Notice`]; it must not
     /// block, and must not call back into the subscription.
     pub notify: Option<Notify>,
+    /// The listener's spinning budget ([`Bus::set_spin`]); `None`: the
+    /// default every bus this process opens gets ([`crate::default_spin`]).
+    pub spin: Option<Duration>,
 }
 
 impl Default for SubscribeOptions {
@@ -100,6 +103,7 @@ impl Default for SubscribeOptions {
             from: None,
             ready_fd: false,
             notify: None,
+            spin: None,
         }
     }
 }
@@ -112,6 +116,7 @@ impl std::fmt::Debug for SubscribeOptions {
             .field("from", &self.from)
             .field("ready_fd", &self.ready_fd)
             .field("notify", &self.notify.is_some())
+            .field("spin", &self.spin)
             .finish()
     }
 }
@@ -360,6 +365,9 @@ impl Subscription {
     /// can make long.)
     pub fn spawn(path: impl AsRef<Path>, options: SubscribeOptions) -> Result<Subscription> {
         let bus = Bus::open(path, Access::ReadOnly)?;
+        if let Some(spin) = options.spin {
+            bus.set_spin(spin);
+        }
         let ready_fd = match options.ready_fd {
             true => Some(EventFd::new().map_err(|e| Error::os("eventfd", e))?),
             false => None,

@@ -147,7 +147,7 @@ fn run(
             (c, out)
         })
         .collect();
-    let mut bus = Bus::open(path, Access::Write).unwrap();
+    let bus = Bus::open(path, Access::Write).unwrap();
     bus.set_spin(spin);
     let padding = "x".repeat(size.saturating_sub(21));
     let message = |ts: u64| Message::new(format!("{ts:020} {padding}")).unwrap();

@@ -247,7 +247,7 @@ fn on_bus(path: &Path, listeners: usize, paced: u32, count: u32, spin: Duration)
         spin.as_micros().to_string(),
     ];
     let receivers = Receivers::spawn(listeners, "bus-recv", &args);
-    let mut bus = Bus::open(path, Access::Write).unwrap();
+    let bus = Bus::open(path, Access::Write).unwrap();
     bus.set_spin(spin);
     measure(&mut BusSender(bus), receivers, paced, count)
 }

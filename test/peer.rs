@@ -143,7 +143,7 @@ fn listen_lines(path: &str, poll: bool, leave_after: Option<u64>) -> Outcome {
 }
 
 /// Sets the spinning budget SPIN_US asks for (`default`: leaves it).
-fn set_spin(bus: &mut Bus, spin_us: &str) -> Outcome {
+fn set_spin(bus: &Bus, spin_us: &str) -> Outcome {
     if spin_us != "default" {
         bus.set_spin(Duration::from_micros(spin_us.parse()?));
     }
@@ -155,8 +155,8 @@ fn now_ns() -> u64 {
 }
 
 fn latency(path: &str, poll: bool, spin_us: &str, spin_stats: bool) -> Outcome {
-    let mut bus = Bus::open(path, Access::ReadOnly)?;
-    set_spin(&mut bus, spin_us)?;
+    let bus = Bus::open(path, Access::ReadOnly)?;
+    set_spin(&bus, spin_us)?;
     let mut latencies = Vec::with_capacity(1 << 20);
     listen(&bus, poll, say_ready, |m| {
         let now = now_ns();
@@ -181,8 +181,8 @@ fn latency(path: &str, poll: bool, spin_us: &str, spin_stats: bool) -> Outcome {
 fn latency_handoff(path: &str, spin_us: &str) -> Outcome {
     use std::collections::VecDeque;
     use std::sync::{Arc, Condvar, Mutex};
-    let mut bus = Bus::open(path, Access::ReadOnly)?;
-    set_spin(&mut bus, spin_us)?;
+    let bus = Bus::open(path, Access::ReadOnly)?;
+    set_spin(&bus, spin_us)?;
     // None marks the end.
     let queue = Arc::new((
         Mutex::new(VecDeque::<Option<Vec<u8>>>::new()),
@@ -388,8 +388,8 @@ fn sent_ns(message: &[u8]) -> u64 {
 }
 
 fn bus_recv(path: &str, spin_us: &str, mut sink: Sink) -> Outcome {
-    let mut bus = Bus::open(path, Access::ReadOnly)?;
-    set_spin(&mut bus, spin_us)?;
+    let bus = Bus::open(path, Access::ReadOnly)?;
+    set_spin(&bus, spin_us)?;
     if sink.total > 0 {
         listen(&bus, false, say_ready, |m| sink.take(m))?;
     }

@@ -1,6 +1,7 @@
-//! Spinning's accounting and its gate: every wait is counted, nothing
-//! spins without a budget, and nothing spins while the bus has more
-//! processes than the machine has cores, whatever the budget.
+//! Spinning's accounting and its gate: nothing spins (or is counted)
+//! without a budget, every wait that finds its semaphore not ready is
+//! counted, and nothing spins while the bus has more processes than the
+//! machine has cores, whatever the budget.
 
 mod common;
 
@@ -28,7 +29,7 @@ fn broadcast(
     spin: Duration,
     count: u32,
 ) -> SpinStats {
-    let mut w = Bus::open(path, Access::Write).unwrap();
+    let w = Bus::open(path, Access::Write).unwrap();
     w.set_spin(spin);
     for i in 0..count {
         w.write(&Message::new(format!("0 {i}")).unwrap()).unwrap();
@@ -42,17 +43,11 @@ fn broadcast(
 }
 
 #[test]
-fn without_a_budget_waits_are_counted_and_none_spins() {
+fn without_a_budget_nothing_spins_or_is_counted() {
     let bus = TempBus::new("spin-off");
     let subs = listeners(&bus.path, 1);
     let stats = broadcast(&bus.path, &subs, Duration::ZERO, 100);
-    // Each broadcast waits at least for the lock and for the listener.
-    assert!(stats.waits >= 200, "{stats:?}");
-    assert_eq!(
-        (stats.gated, stats.spun, stats.won, stats.spinning),
-        (0, 0, 0, Duration::ZERO),
-        "{stats:?}"
-    );
+    assert_eq!(stats, SpinStats::default());
 }
 
 /// With as many listeners as cores the bus has a process more than the
@@ -63,7 +58,9 @@ fn no_spinning_while_the_bus_has_more_processes_than_cores() {
     let bus = TempBus::new("spin-gate");
     let subs = listeners(&bus.path, cores);
     let stats = broadcast(&bus.path, &subs, Duration::from_micros(50), 200);
-    assert!(stats.waits >= 400, "{stats:?}");
+    // Each broadcast waits for its listeners' copies: they have to be
+    // woken first.
+    assert!(stats.waits > 0, "{stats:?}");
     assert_eq!(stats.gated, stats.waits, "{stats:?}");
     assert_eq!((stats.spun, stats.won), (0, 0), "{stats:?}");
 }
@@ -75,7 +72,7 @@ fn spins_are_accounted_for() {
     let bus = TempBus::new("spin-on");
     let subs = listeners(&bus.path, 1);
     let stats = broadcast(&bus.path, &subs, Duration::from_micros(50), 500);
-    assert!(stats.waits >= 1000, "{stats:?}");
+    assert!(stats.waits > 0, "{stats:?}");
     assert!(stats.gated + stats.spun <= stats.waits, "{stats:?}");
     assert!(stats.won <= stats.spun, "{stats:?}");
     assert_eq!(stats.spun > 0, stats.spinning > Duration::ZERO, "{stats:?}");

@@ -63,10 +63,29 @@ fn with_no_listener_it_is_done_at_once() {
 /// later; the listener gets every message once, in order, either way.
 #[test]
 fn every_message_once_in_order_whichever_path() {
-    let bus = TempBus::new("begin-listener");
+    let pending = once_in_order("begin-listener", Duration::ZERO);
+    // A listener in another process has to wake up to take its copy,
+    // while write_begin looks at once: broadcasts were left to finish.
+    assert!(pending > 0, "no broadcast was left to finish");
+}
+
+/// The same with a spinning budget: write_begin's waits spin first (as
+/// far as the gate lets them), and nothing changes for the listener.
+#[test]
+fn every_message_once_in_order_when_spinning() {
+    once_in_order("begin-spinning", Duration::from_micros(50));
+}
+
+/// Broadcasts 2000 messages with write_begin (finishing those left
+/// pending) to a listener peer, checks that it got each once, in order,
+/// and that what spinning did adds up; returns how many were left pending.
+fn once_in_order(name: &str, spin: Duration) -> usize {
+    let bus = TempBus::new(name);
     let dog = Watchdog::start(Duration::from_secs(60), &bus.path);
     let reader = listener(&bus.path, "read", None, &dog);
-    let w = writer(&bus);
+    let w = Bus::open(&bus.path, Access::Write).unwrap();
+    w.set_spin(spin);
+    let w = Arc::new(w);
     let count = 2000;
     let mut pending = 0;
     for i in 0..count {
@@ -84,10 +103,14 @@ fn every_message_once_in_order_whichever_path() {
     assert!(status.success());
     let expected: Vec<String> = (0..count).map(|i| format!("m {i}")).collect();
     assert_eq!(lines, expected);
-    // A listener in another process has to wake up to take its copy,
-    // while write_begin looks at once: broadcasts were left to finish.
-    assert!(pending > 0, "no broadcast was left to finish");
     assert_eq!(values(&bus), [0, 0, 1, 0, 0]);
+    let stats = w.spin_stats();
+    assert!(stats.gated + stats.spun <= stats.waits, "{stats:?}");
+    assert!(stats.won <= stats.spun, "{stats:?}");
+    if spin.is_zero() {
+        assert_eq!((stats.gated, stats.spun), (0, 0), "{stats:?}");
+    }
+    pending
 }
 
 /// A stopped listener: the broadcast is published and left pending; its
@@ -119,6 +142,24 @@ fn a_pending_broadcast_times_out_as_write_with_does() {
     };
     let r = p.finish(None);
     assert!(matches!(r, Err(Error::WouldBlock)), "{r:?}");
+    assert_eq!(continue_and_collect(&w, frozen, dog), ["x 0"]);
+}
+
+/// With a spinning budget (the largest), a stopped listener still leaves
+/// the broadcast pending: write_begin spins briefly, never blocks.
+#[test]
+fn a_spinning_begin_never_blocks() {
+    let (bus, dog, frozen) = stopped_listener("begin-spin-stopped");
+    let w = Bus::open(&bus.path, Access::Write).unwrap();
+    w.set_spin(bus::MAX_SPIN);
+    let w = Arc::new(w);
+    let Begun::Pending(p) = w.write_begin(message("x 0"), &WriteOptions::default()) else {
+        panic!("a stopped listener cannot have taken the message");
+    };
+    let v = values(&bus);
+    assert_eq!((v[2], v[4]), (0, 1), "X held and N raised: {v:?}");
+    kill(frozen.child.id(), Signal::SIGCONT);
+    p.finish(None).unwrap();
     assert_eq!(continue_and_collect(&w, frozen, dog), ["x 0"]);
 }
 

@@ -104,6 +104,7 @@ pub async fn subscribe(
             from: None,
             ready_fd: false,
             notify: Some(Box::new(move |notice| heard.heard(notice))),
+            spin: None,
         },
     )?;
     let stream = AsyncSubscription {

@@ -16,7 +16,7 @@
 -export([broadcast_cached/4, open_cached/1, forget_cached/1, forget_all_cached/0]).
 -export([listen/5, take/2, stop_listener/1, detach_listener/1, leave_detached/1,
          listener_info/1, open_lane/4, close_lane/1]).
--export([native_version/0]).
+-export([native_version/0, set_spin/1, spin/0]).
 
 -on_load(init/0).
 
@@ -25,7 +25,7 @@
        broadcast_cached/4, open_cached/1, forget_cached/1, forget_all_cached/0,
        listen/5, take/2, stop_listener/1, detach_listener/1, leave_detached/1,
        listener_info/1, open_lane/4, close_lane/1,
-       native_version/0]).
+       native_version/0, set_spin/1, spin/0]).
 
 -export_type([writer/0, pending/0, listener/0, standing/0, reason/0, item/0]).
 
@@ -170,6 +170,16 @@ detach_listener(_Listener) -> erlang:nif_error(not_loaded).
 %% module's name.
 -spec native_version() -> pos_integer().
 native_version() -> erlang:nif_error(not_loaded).
+
+%% Sets the node's spinning budget (microseconds, at most 10000): what
+%% every writer and listener opened from now on, and every writer this
+%% library keeps open, spins for before blocking (bus_config:spin_us/0).
+-spec set_spin(0..10000) -> ok.
+set_spin(_Micros) -> erlang:nif_error(not_loaded).
+
+%% The budget set_spin/1 set, or default before it is called.
+-spec spin() -> non_neg_integer() | default.
+spin() -> erlang:nif_error(not_loaded).
 
 %% Internal.
 

@@ -394,11 +394,13 @@ resolve(Name) when is_binary(Name); is_list(Name) ->
 resolve(Name) ->
     erlang:error(badarg, [Name]).
 
-%% @doc Takes `backend', `bus_backends' and `broadcast_timeout' from the
-%% application env again, after application:set_env/3 while the
+%% @doc Takes `backend', `bus_backends', `broadcast_timeout' and `spin_us'
+%% from the application env again, after application:set_env/3 while the
 %% application runs: they are read once (bus_config), not at every
-%% broadcast. Buses whose bus_srv runs keep the backend they started with.
--spec reload_config() -> ok | {error, {bad_backend, term()}}.
+%% broadcast. Buses whose bus_srv runs keep the backend they started with;
+%% their listeners keep their spinning budget, the node's writers take the
+%% new one at once.
+-spec reload_config() -> ok | {error, {bad_backend, term()} | {bad_spin_us, term()}}.
 reload_config() ->
     bus_config:load().
 

@@ -20,6 +20,8 @@
 -export([broadcast/4, create/2, create_random/1, remove/1, chmod/2, chown/3, stat/1, forget/1]).
 %% For the appup: drops the writers of other native versions; for bus_app.
 -export([forget_writers/0, forget_all/0]).
+%% For bus_config.
+-export([set_spin/1]).
 
 -opaque handle() :: {module(), term()}.
 -export_type([handle/0]).
@@ -144,6 +146,15 @@ forget(Path) ->
 -spec forget_all() -> ok.
 forget_all() ->
     bus_nif_loader:release(?NIF).
+
+%% Gives the native library the node's spinning budget, if it is loaded
+%% (bus_nif_loader gives it when it loads it).
+-spec set_spin(0..10000) -> ok.
+set_spin(Micros) ->
+    case erlang:module_loaded(?NIF) of
+        true -> ?NIF:set_spin(Micros);
+        false -> ok
+    end.
 
 %% Drops the writer handles releases before 0.14.0 cached in the writers
 %% table (every native module but ?NIF), so that none of the old library's

@@ -11,6 +11,7 @@
 -module(bus_config).
 
 -export([load/0, erase/0, settings/0, backend/1, backends/1, broadcast_timeout/1]).
+-export([spin_us/0]).
 
 -export_type([settings/0]).
 
@@ -18,28 +19,36 @@
 %% Like gen_server:call/2: a broadcast waits this long for listeners by
 %% default (a stopped listener must not hold a dirty scheduler for good).
 -define(DEFAULT_TIMEOUT, 5000).
+%% The node's spinning budget (microseconds) unless `spin_us' or
+%% BUS_SPIN_US says otherwise, and the largest either may ask for.
+-define(DEFAULT_SPIN_US, 50).
+-define(MAX_SPIN_US, 10000).
 
 %% {Backend module, bus_backends as set, broadcast timeout}.
 -opaque settings() :: {module(), #{term() => bus_backend:name()}, timeout()}.
 
 %% API.
 
-%% Checks the env's settings and caches them; keeps the cache as it was
-%% and says which value is wrong if one is.
--spec load() -> ok | {error, {bad_backend, term()}}.
+%% Checks the env's settings and caches them, and gives the native
+%% library (if loaded) the spinning budget; keeps both as they were and
+%% says which value is wrong if one is.
+-spec load() -> ok | {error, {bad_backend, term()} | {bad_spin_us, term()}}.
 load() ->
     {Backend, Backends, Timeout} = env(),
-    case check(Backend, Backends) of
-        ok ->
+    case {check(Backend, Backends), spin_setting()} of
+        {{error, _} = Error, _} ->
+            Error;
+        {ok, {bad, Bad}} ->
+            {error, {bad_spin_us, Bad}};
+        {ok, _} ->
+            ok = bus_backend_nif:set_spin(spin_us()),
             Settings = settings_of(Backend, Backends, Timeout),
             %% Replacing a persistent term makes every process that holds it
             %% copy it: only when it changed.
             case persistent_term:get(?KEY, undefined) of
                 Settings -> ok;
                 _ -> persistent_term:put(?KEY, Settings)
-            end;
-        {error, _} = Error ->
-            Error
+            end
     end.
 
 %% Drops the cache (the application stopped, or a downgrade to a release
@@ -72,7 +81,38 @@ backends({_, Backends, _}) ->
 broadcast_timeout({_, _, Timeout}) ->
     Timeout.
 
+%% The node's spinning budget in microseconds: what its native writers,
+%% listeners and port programs spin for before they block, while a core is
+%% free (the library's gate): the application env `spin_us' (0 to 10000),
+%% else BUS_SPIN_US in the node's environment, else 50. On by default in
+%% the node, unlike the library's other bindings (which block at once
+%% unless BUS_SPIN_US says otherwise): the runtime itself spins its idle
+%% schedulers before they sleep, and a listener thread feeding a scheduler
+%% pays a wakeup more than a Rust listener does (README, Performance). A
+%% bad env value is refused by load/0 (and counts as default here).
+-spec spin_us() -> 0..?MAX_SPIN_US.
+spin_us() ->
+    case spin_setting() of
+        {ok, US} -> US;
+        _ -> from_os_env()
+    end.
+
 %% Internal.
+
+%% {ok, Micros} as the env sets it, default, or {bad, Value}.
+spin_setting() ->
+    case application:get_env(bus, spin_us, default) of
+        default -> default;
+        US when is_integer(US), US >= 0, US =< ?MAX_SPIN_US -> {ok, US};
+        Bad -> {bad, Bad}
+    end.
+
+%% BUS_SPIN_US as every binding reads it, else the node's default.
+from_os_env() ->
+    case string:to_integer(string:trim(os:getenv("BUS_SPIN_US", ""))) of
+        {US, ""} when US >= 0, US =< ?MAX_SPIN_US -> US;
+        _ -> ?DEFAULT_SPIN_US
+    end.
 
 %% The settings as the env has them now.
 from_env() ->

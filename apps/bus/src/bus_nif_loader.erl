@@ -4,7 +4,8 @@
 %% which would map the library into a node whose buses all use the port
 %% backend. They ship instead in priv/nif, each next to its library
 %% (native/bus_nif/build.sh puts them there). Before a native module is
-%% removed, release/1 closes what its library keeps open.
+%% removed, release/1 closes what its library keeps open. A module is
+%% given the node's spinning budget as soon as it is loaded.
 -module(bus_nif_loader).
 
 -export([ensure/1, path/1, release/1]).
@@ -60,9 +61,17 @@ load(Module) ->
                     code:load_file(Module)
             end,
             case Result of
-                {module, Module} -> ok;
+                {module, Module} -> configure(Module);
                 {error, Reason} -> erlang:error({native_module_not_loaded, Module, Path, Reason})
             end
+    end.
+
+%% Gives a freshly loaded native module the node's spinning budget (native
+%% version 10 and later), before any bus is opened through it.
+configure(Module) ->
+    case erlang:function_exported(Module, set_spin, 1) of
+        true -> Module:set_spin(bus_config:spin_us());
+        false -> ok
     end.
 
 priv_dir() ->

@@ -14,8 +14,11 @@
 -spec open() -> {ok, port()} | {error, {port_program, term()}}.
 open() ->
     Exe = executable(),
+    %% The node's spinning budget, as every binding reads it.
+    Spin = {"BUS_SPIN_US", integer_to_list(bus_config:spin_us())},
     try open_port({spawn_executable, Exe},
-                  [{packet, 4}, binary, exit_status, use_stdio, {arg0, "bus_port"}]) of
+                  [{packet, 4}, binary, exit_status, use_stdio, {arg0, "bus_port"},
+                   {env, [Spin]}]) of
         Port -> {ok, Port}
     catch
         error:Reason -> {error, {port_program, {Reason, list_to_binary(Exe)}}}

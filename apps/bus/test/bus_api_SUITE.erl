@@ -3,6 +3,7 @@
 -module(bus_api_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
+-include_lib("bus/include/bus_nif.hrl").
 -include_lib("stdlib/include/assert.hrl").
 -include_lib("kernel/include/file.hrl").
 
@@ -12,10 +13,11 @@
          broadcast_without_listener_returns/1, longest_message_is_delivered/1,
          too_long_and_nul_are_refused/1, missing_file/1, corrupted_file/1,
          bus_objects_gone/1, no_permission/1, wrong_types_are_badarg/1,
-         recreated_bus_is_reopened/1, config_is_taken_when_reloaded/1]).
+         recreated_bus_is_reopened/1, config_is_taken_when_reloaded/1,
+         the_node_spins_by_default/1]).
 
 all() ->
-    [{group, nif}, {group, port}, config_is_taken_when_reloaded].
+    [{group, nif}, {group, port}, config_is_taken_when_reloaded, the_node_spins_by_default].
 
 %% Every case against both backends, with the same assertions.
 groups() ->
@@ -255,3 +257,48 @@ config_is_taken_when_reloaded(Config) ->
     end,
     bus_backend_nif = bus_backend:default(),
     5000 = bus_config:broadcast_timeout(bus_config:settings()).
+
+%% The node's spinning budget: 50 microseconds unless BUS_SPIN_US says
+%% otherwise, the application env spin_us over both; the native library
+%% has it once loaded and takes a new one when the configuration is taken
+%% again; port programs get it in their environment; a bad value is
+%% refused, changing nothing.
+the_node_spins_by_default(Config) ->
+    Os = os:getenv("BUS_SPIN_US"),
+    try
+        true = os:unsetenv("BUS_SPIN_US"),
+        50 = bus_config:spin_us(),
+        true = os:putenv("BUS_SPIN_US", "7"),
+        7 = bus_config:spin_us(),
+        true = os:putenv("BUS_SPIN_US", "a lot"),
+        50 = bus_config:spin_us(),
+        Bus = bus_test_lib:new_bus(Config),
+        ok = bus_srv:subscribe(Bus),
+        ok = application:set_env(bus, spin_us, 3),
+        3 = bus_config:spin_us(),
+        ok = bus:reload_config(),
+        3 = ?NIF:spin(),
+        ok = application:set_env(bus, spin_us, 10001),
+        {error, {bad_spin_us, 10001}} = bus:reload_config(),
+        ok = application:set_env(bus, spin_us, fast),
+        {error, {bad_spin_us, fast}} = bus:reload_config(),
+        3 = ?NIF:spin(),
+        ok = application:set_env(bus, spin_us, 3),
+        ok = bus_srv:unsubscribe(Bus),
+        Ported = bus_test_lib:new_bus(Config),
+        ok = application:set_env(bus, bus_backends, #{Ported => port}),
+        ok = bus:reload_config(),
+        ok = bus_srv:subscribe(Ported),
+        #{backend := port, listener := #{os_pid := OsPid}} = bus:info(Ported),
+        {ok, Environ} = file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/environ"),
+        true = lists:member(<<"BUS_SPIN_US=3">>, binary:split(Environ, <<0>>, [global])),
+        ok = bus_srv:unsubscribe(Ported)
+    after
+        case Os of
+            false -> os:unsetenv("BUS_SPIN_US");
+            _ -> os:putenv("BUS_SPIN_US", Os)
+        end,
+        ok = application:set_env(bus, spin_us, default),
+        ok = application:set_env(bus, bus_backends, #{}),
+        ok = bus:reload_config()
+    end.

@@ -10,6 +10,7 @@
 
 mod admin;
 mod listener;
+mod spin;
 mod term;
 mod writer;
 

@@ -168,6 +168,7 @@ fn listen<'a>(
             From::Armed => Some(Standing::Armed),
             From::Acked => Some(Standing::Acked),
         },
+        spin: crate::spin::budget(),
         ready_fd: false,
         notify: Some(Box::new(notify)),
     };

@@ -76,7 +76,7 @@ impl<'a> Decoder<'a> for Timeout {
 /// `open_writer(Path) -> {ok, Writer} | {error, Reason}`.
 #[rustler::nif(schedule = "DirtyIo")]
 fn open_writer(at: Binary) -> Result<ResourceArc<Writer>, Failure> {
-    let bus = Bus::open(path(&at), Access::Write)?;
+    let bus = open(&at)?;
     Ok(ResourceArc::new(Writer(RwLock::new(Some(Arc::new(bus))))))
 }
 
@@ -149,7 +149,7 @@ fn open_cached(at: Binary) -> Done {
     {
         return Done(Ok(()));
     }
-    let bus = match Bus::open(path(&at), Access::Write) {
+    let bus = match open(&at) {
         Ok(bus) => Arc::new(bus),
         Err(e) => return Err::<(), _>(e).into(),
     };
@@ -160,6 +160,22 @@ fn open_cached(at: Binary) -> Done {
         .entry(at.as_slice().to_vec())
         .or_insert(bus);
     Done(Ok(()))
+}
+
+/// Opens the bus at `at` for broadcasting, with the node's spinning budget.
+fn open(at: &Binary) -> bus::Result<Bus> {
+    let bus = Bus::open(path(at), Access::Write)?;
+    if let Some(spin) = crate::spin::budget() {
+        bus.set_spin(spin);
+    }
+    Ok(bus)
+}
+
+/// Gives every bus kept open for broadcasting the spinning budget `spin`.
+pub fn respin_cached(spin: Duration) {
+    for bus in CACHED.read().unwrap_or_else(|e| e.into_inner()).values() {
+        bus.set_spin(spin);
+    }
 }
 
 /// `forget_cached(Path) -> ok`: closes the bus kept open at `Path` (it was

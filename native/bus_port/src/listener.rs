@@ -110,6 +110,7 @@ impl Listener {
             from: None,
             ready_fd: false,
             notify: Some(Box::new(notify)),
+            spin: None,
         };
         let subscription = Arc::new(Subscription::spawn(path, options)?);
         let (pumped, drained, out) = (pump.clone(), subscription.clone(), output.clone());
