@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Object, Op, Result};
 use crate::protocol::Semaphores;
 use crate::stop::StopToken;
-use crate::sys::{Block, Errno, SemId, SemOp};
+use crate::sys::{Block, Errno, SemId, SemOp, SEMAPHORES};
 use crate::time::Deadline;
 
 /// How one step may block.
@@ -38,9 +38,11 @@ pub(crate) struct Limits<'a> {
 }
 
 /// Adaptive spinning: try a wait without blocking for up to a budget before
-/// blocking. The budget doubles (up to its maximum) when spinning ended the
-/// wait and halves when it did not, so it fades away when the other side is
-/// slow or when there are more spinners than cores; at zero, one blocking
+/// blocking. Each semaphore waited on has a budget of its own (waiting on
+/// Q is waiting for the next message, which may be far off; on S, N, W or
+/// X, for a peer that is running and microseconds from answering): it
+/// doubles (up to the maximum) when spinning ended a wait and halves when
+/// it did not, so it fades away where the other side is slow; at zero, one
 /// wait in [`Spinner::PROBE_EVERY`] probes again with a small budget.
 /// It does not spin at all while no core is free ([`core_free`]), nor
 /// while the bus has more processes (listeners and a writer) than the
@@ -49,7 +51,8 @@ pub(crate) struct Limits<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct Spinner {
     max_ns: AtomicU64,
-    budget_ns: AtomicU64,
+    /// By the semaphore waited on (the first of a wait's operations).
+    budget_ns: [AtomicU64; SEMAPHORES],
     since_probe: AtomicU64,
     /// The bus's listeners (at most S + W) plus one writer, as last read;
     /// 0 until then.
@@ -114,7 +117,9 @@ impl Spinner {
     pub fn set_max(&self, max: Duration) {
         let ns = max.as_nanos().min(u128::from(u64::MAX)) as u64;
         self.max_ns.store(ns, Ordering::Relaxed);
-        self.budget_ns.store(ns, Ordering::Relaxed);
+        for budget in &self.budget_ns {
+            budget.store(ns, Ordering::Relaxed);
+        }
     }
 
     pub fn max(&self) -> Duration {
@@ -126,19 +131,28 @@ impl Spinner {
         self.max_ns.load(Ordering::Relaxed) > 0
     }
 
-    /// The budget for the next wait on `sem` (zero: block at once).
-    fn budget(&self, sem: SemId) -> u64 {
+    /// The budget of waits on semaphore `index` of a bus.
+    fn slot(&self, index: u16) -> &AtomicU64 {
+        &self.budget_ns[usize::from(index) % SEMAPHORES]
+    }
+
+    /// The budget for the next wait on semaphore `index` of `sem` (zero:
+    /// block at once).
+    fn budget(&self, sem: SemId, index: u16) -> u64 {
         let max = self.max_ns.load(Ordering::Relaxed);
         if max == 0 {
             return 0;
         }
-        if self.since_count.fetch_add(1, Ordering::Relaxed) % Self::COUNT_EVERY == 0 {
-            if let Ok(values) = sem.get_all() {
-                // Each listener is counted in S (armed), W (acknowledged)
-                // or both (copying): S + W is at least their number.
-                let now = Semaphores::from(values);
-                let listeners = u64::from(now.s) + u64::from(now.w);
+        if self.since_count.load(Ordering::Relaxed) % Self::COUNT_EVERY != 0 {
+            self.since_count.fetch_add(1, Ordering::Relaxed);
+        } else if let Ok(values) = sem.get_all() {
+            let (listeners, exact) = listeners(Semaphores::from(values));
+            if exact || self.processes.load(Ordering::Relaxed) == 0 {
                 self.processes.store(listeners + 1, Ordering::Relaxed);
+            }
+            // Not exact: counted again at the next wait.
+            if exact {
+                self.since_count.fetch_add(1, Ordering::Relaxed);
             }
         }
         // core_free() first: it counts the cores again when due.
@@ -146,7 +160,7 @@ impl Spinner {
             self.gated.fetch_add(1, Ordering::Relaxed);
             return 0;
         }
-        let budget = self.budget_ns.load(Ordering::Relaxed);
+        let budget = self.slot(index).load(Ordering::Relaxed);
         if budget > 0 {
             return budget;
         }
@@ -170,9 +184,9 @@ impl Spinner {
         }
     }
 
-    /// Adapts the budget after a spin of `budget` that took `took` and
-    /// ended the wait or not.
-    fn record(&self, budget: u64, took: Duration, success: bool) {
+    /// Adapts the budget of waits on semaphore `index` after a spin of
+    /// `budget` that took `took` and ended the wait or not.
+    fn record(&self, index: u16, budget: u64, took: Duration, success: bool) {
         self.spun.fetch_add(1, Ordering::Relaxed);
         self.won.fetch_add(u64::from(success), Ordering::Relaxed);
         let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
@@ -185,7 +199,7 @@ impl Spinner {
         } else {
             budget / 2
         };
-        self.budget_ns.store(next, Ordering::Relaxed);
+        self.slot(index).store(next, Ordering::Relaxed);
     }
 }
 
@@ -194,6 +208,20 @@ impl Spinner {
 /// function on an Erlang scheduler should return within a millisecond,
 /// and a broadcast makes at most two such waits).
 pub(crate) const SPIN_ONLY_MAX: Duration = Duration::from_micros(25);
+
+/// How many listeners a bus has, from its semaphores, and whether that is
+/// exact. Each listener is counted in S (armed), W (acknowledged) or both
+/// (copying a message): with W at 0 they are S, with S at 0 they are W;
+/// otherwise S + W counts those copying twice (a writer waiting for their
+/// copies sees all of them so), and is only an upper bound.
+fn listeners(now: Semaphores) -> (u64, bool) {
+    let (s, w) = (u64::from(now.s), u64::from(now.w));
+    match (s, w) {
+        (_, 0) => (s, true),
+        (0, _) => (w, true),
+        _ => (s + w, false),
+    }
+}
 
 /// How often [`core_free`] looks at the machine again.
 const CORE_CHECK_EVERY: Duration = Duration::from_millis(10);
@@ -297,7 +325,8 @@ pub(crate) fn semop(
             Err(e) => return Err(semop_error(e, path)),
         }
         spinner.waits.fetch_add(1, Ordering::Relaxed);
-        let mut budget = spinner.budget(sem);
+        let index = ops.first().map_or(0, |op| op.index);
+        let mut budget = spinner.budget(sem, index);
         // Never spin past the deadline: one already passed means a single
         // try, and no waiting at all.
         if let Some(d) = deadline {
@@ -310,7 +339,7 @@ pub(crate) fn semop(
         if budget > 0 {
             let start = Instant::now();
             let success = spin(sem, ops, Duration::from_nanos(budget));
-            spinner.record(budget, start.elapsed(), success);
+            spinner.record(index, budget, start.elapsed(), success);
             if success {
                 return Ok(());
             }
@@ -372,6 +401,23 @@ fn spin(sem: SemId, ops: &[SemOp], budget: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listeners_are_exact_when_s_or_w_is_zero() {
+        let at = |s, w| {
+            listeners(Semaphores {
+                s,
+                w,
+                x: 1,
+                q: 0,
+                n: 0,
+            })
+        };
+        assert_eq!(at(3, 0), (3, true));
+        assert_eq!(at(0, 2), (2, true));
+        assert_eq!(at(1, 1), (2, false));
+        assert_eq!(at(0, 0), (0, true));
+    }
 
     #[test]
     fn runnable_tasks_are_the_fourth_fields_numerator() {

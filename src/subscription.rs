@@ -320,7 +320,7 @@ impl Shared {
 enum Exit {
     /// Stopped for a handover: still on the bus, standing as given, with
     /// the bus kept open in case the handover cannot be completed.
-    Detached(Standing, Bus),
+    Detached(Standing, Box<Bus>),
     /// Left the bus.
     Left,
 }
@@ -550,7 +550,7 @@ impl Subscription {
         self.halt();
         match self.join() {
             Some(Exit::Detached(standing, bus)) => {
-                *self.detached.lock().unwrap_or_else(|e| e.into_inner()) = Some((standing, bus));
+                *self.detached.lock().unwrap_or_else(|e| e.into_inner()) = Some((standing, *bus));
                 Some(standing)
             }
             _ => None,
@@ -587,7 +587,7 @@ impl Subscription {
         }
         match self.join() {
             Some(Exit::Detached(standing, bus)) => {
-                *self.detached.lock().unwrap_or_else(|e| e.into_inner()) = Some((standing, bus));
+                *self.detached.lock().unwrap_or_else(|e| e.into_inner()) = Some((standing, *bus));
                 Some(standing)
             }
             _ => None,
@@ -697,7 +697,7 @@ fn listen(bus: Bus, from: Option<Standing>, shared: &Shared, stops: &Stops<'_>) 
         &mut copied,
     );
     let exit = match result {
-        Ok(Some(standing)) if keep.load(Ordering::SeqCst) => Exit::Detached(standing, bus),
+        Ok(Some(standing)) if keep.load(Ordering::SeqCst) => Exit::Detached(standing, Box::new(bus)),
         Ok(Some(standing)) => {
             // Stopped: leave from where the loop stood.
             let _ = bus.read_handover(Some(standing), &ReadOptions::default(), |_| Flow::Stop);

@@ -20,8 +20,9 @@
 %% default (a stopped listener must not hold a dirty scheduler for good).
 -define(DEFAULT_TIMEOUT, 5000).
 %% The node's spinning budget (microseconds) unless `spin_us' or
-%% BUS_SPIN_US says otherwise, and the largest either may ask for.
--define(DEFAULT_SPIN_US, 50).
+%% BUS_SPIN_US says otherwise (none, as in every binding), and the largest
+%% either may ask for.
+-define(DEFAULT_SPIN_US, 0).
 -define(MAX_SPIN_US, 10000).
 
 %% {Backend module, bus_backends as set, broadcast timeout}.
@@ -84,12 +85,10 @@ broadcast_timeout({_, _, Timeout}) ->
 %% The node's spinning budget in microseconds: what its native writers,
 %% listeners and port programs spin for before they block, while a core is
 %% free (the library's gate): the application env `spin_us' (0 to 10000),
-%% else BUS_SPIN_US in the node's environment, else 50. On by default in
-%% the node, unlike the library's other bindings (which block at once
-%% unless BUS_SPIN_US says otherwise): the runtime itself spins its idle
-%% schedulers before they sleep, and a listener thread feeding a scheduler
-%% pays a wakeup more than a Rust listener does (README, Performance). A
-%% bad env value is refused by load/0 (and counts as default here).
+%% else BUS_SPIN_US in the node's environment, else none (spinning pays
+%% only against peers that answer within microseconds, and costs the node
+%% CPU otherwise: README, Performance). A bad env value is refused by
+%% load/0 (and counts as default here).
 -spec spin_us() -> 0..?MAX_SPIN_US.
 spin_us() ->
     case spin_setting() of
@@ -107,7 +106,7 @@ spin_setting() ->
         Bad -> {bad, Bad}
     end.
 
-%% BUS_SPIN_US as every binding reads it, else the node's default.
+%% BUS_SPIN_US as every binding reads it, else none.
 from_os_env() ->
     case string:to_integer(string:trim(os:getenv("BUS_SPIN_US", ""))) of
         {US, ""} when US >= 0, US =< ?MAX_SPIN_US -> US;

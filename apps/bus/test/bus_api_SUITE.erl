@@ -14,10 +14,10 @@
          too_long_and_nul_are_refused/1, missing_file/1, corrupted_file/1,
          bus_objects_gone/1, no_permission/1, wrong_types_are_badarg/1,
          recreated_bus_is_reopened/1, config_is_taken_when_reloaded/1,
-         the_node_spins_by_default/1]).
+         spin_us_is_taken_by_the_node/1]).
 
 all() ->
-    [{group, nif}, {group, port}, config_is_taken_when_reloaded, the_node_spins_by_default].
+    [{group, nif}, {group, port}, config_is_taken_when_reloaded, spin_us_is_taken_by_the_node].
 
 %% Every case against both backends, with the same assertions.
 groups() ->
@@ -258,20 +258,20 @@ config_is_taken_when_reloaded(Config) ->
     bus_backend_nif = bus_backend:default(),
     5000 = bus_config:broadcast_timeout(bus_config:settings()).
 
-%% The node's spinning budget: 50 microseconds unless BUS_SPIN_US says
-%% otherwise, the application env spin_us over both; the native library
+%% The node's spinning budget: none unless BUS_SPIN_US says otherwise,
+%% the application env spin_us over both; the native library
 %% has it once loaded and takes a new one when the configuration is taken
 %% again; port programs get it in their environment; a bad value is
 %% refused, changing nothing.
-the_node_spins_by_default(Config) ->
+spin_us_is_taken_by_the_node(Config) ->
     Os = os:getenv("BUS_SPIN_US"),
     try
         true = os:unsetenv("BUS_SPIN_US"),
-        50 = bus_config:spin_us(),
+        0 = bus_config:spin_us(),
         true = os:putenv("BUS_SPIN_US", "7"),
         7 = bus_config:spin_us(),
         true = os:putenv("BUS_SPIN_US", "a lot"),
-        50 = bus_config:spin_us(),
+        0 = bus_config:spin_us(),
         Bus = bus_test_lib:new_bus(Config),
         ok = bus_srv:subscribe(Bus),
         ok = application:set_env(bus, spin_us, 3),

@@ -1,7 +1,7 @@
 //! The node's spinning budget: what every writer and listener this library
 //! opens spins for before it blocks (see the core's `Bus::set_spin`). The
 //! Erlang side (bus_config: application env `spin_us`, else `BUS_SPIN_US`,
-//! else 50 µs) sets it when it loads this library and whenever the
+//! else none) sets it when it loads this library and whenever the
 //! configuration is taken again; until then the core's default applies.
 //! The writers this library keeps open take a new budget at once; a
 //! listener keeps the one it started with.
