@@ -54,8 +54,8 @@ pub(crate) struct Spinner {
     /// By the semaphore waited on (the first of a wait's operations).
     budget_ns: [AtomicU64; SEMAPHORES],
     since_probe: AtomicU64,
-    /// The bus's listeners (at most S + W) plus one writer, as last read;
-    /// 0 until then.
+    /// The bus's listeners (see [`listeners`]) plus one writer, as last
+    /// read; 0 until then.
     processes: AtomicU64,
     since_count: AtomicU64,
     /// What it did, for [`SpinStats`] (counted, never read on the way).

@@ -697,7 +697,9 @@ fn listen(bus: Bus, from: Option<Standing>, shared: &Shared, stops: &Stops<'_>) 
         &mut copied,
     );
     let exit = match result {
-        Ok(Some(standing)) if keep.load(Ordering::SeqCst) => Exit::Detached(standing, Box::new(bus)),
+        Ok(Some(standing)) if keep.load(Ordering::SeqCst) => {
+            Exit::Detached(standing, Box::new(bus))
+        }
         Ok(Some(standing)) => {
             // Stopped: leave from where the loop stood.
             let _ = bus.read_handover(Some(standing), &ReadOptions::default(), |_| Flow::Stop);
