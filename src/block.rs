@@ -316,7 +316,10 @@ pub(crate) fn semop(
     if limits.stop.is_some_and(StopToken::is_stopped) {
         return Err(Error::Interrupted);
     }
-    if let Some(spinner) = limits.spin.filter(|s| s.enabled()) {
+    // A timed step whose deadline has passed fails without any attempt
+    // (the blocking loop below), spinning or not.
+    let expired = mode == Mode::Timed && deadline.is_some_and(|d| d.remaining().is_none());
+    if let Some(spinner) = limits.spin.filter(|s| s.enabled() && !expired) {
         // Ready at once (the common case for a writer's lock): no spinning,
         // and nothing to count or look up.
         match sem.op(ops, Block::Never) {

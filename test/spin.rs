@@ -77,3 +77,16 @@ fn spins_are_accounted_for() {
     assert!(stats.won <= stats.spun, "{stats:?}");
     assert_eq!(stats.spun > 0, stats.spinning > Duration::ZERO, "{stats:?}");
 }
+
+/// A spinning budget changes nothing a caller sees: a timed broadcast whose
+/// deadline has passed fails without being made, though the bus is free.
+#[test]
+fn a_passed_deadline_fails_whatever_the_budget() {
+    let bus = TempBus::new("spin-deadline");
+    let w = Bus::open(&bus.path, Access::Write).unwrap();
+    w.set_spin(Duration::from_micros(50));
+    let past = bus::Deadline::at(bus::Clock::MONOTONIC, Duration::from_secs(1));
+    let late = w.write_timed(&Message::new("0 late").unwrap(), past);
+    assert!(matches!(late, Err(bus::Error::TimedOut)), "{late:?}");
+    assert_eq!(bus::stat(&bus.path).unwrap().values, [0, 0, 1, 0, 0]);
+}
