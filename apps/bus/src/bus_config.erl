@@ -36,13 +36,14 @@
 -spec load() -> ok | {error, {bad_backend, term()} | {bad_spin_us, term()}}.
 load() ->
     {Backend, Backends, Timeout} = env(),
-    case {check(Backend, Backends), spin_setting()} of
+    Spin = spin_setting(),
+    case {check(Backend, Backends), Spin} of
         {{error, _} = Error, _} ->
             Error;
         {ok, {bad, Bad}} ->
             {error, {bad_spin_us, Bad}};
         {ok, _} ->
-            ok = bus_backend_nif:set_spin(spin_us()),
+            ok = bus_backend_nif:set_spin(spin_us(Spin)),
             Settings = settings_of(Backend, Backends, Timeout),
             %% Replacing a persistent term makes every process that holds it
             %% copy it: only when it changed.
@@ -91,10 +92,7 @@ broadcast_timeout({_, _, Timeout}) ->
 %% load/0 (and counts as default here).
 -spec spin_us() -> 0..?MAX_SPIN_US.
 spin_us() ->
-    case spin_setting() of
-        {ok, US} -> US;
-        _ -> from_os_env()
-    end.
+    spin_us(spin_setting()).
 
 %% Internal.
 
@@ -105,6 +103,10 @@ spin_setting() ->
         US when is_integer(US), US >= 0, US =< ?MAX_SPIN_US -> {ok, US};
         Bad -> {bad, Bad}
     end.
+
+%% The budget a spin_setting/0 result gives.
+spin_us({ok, US}) -> US;
+spin_us(_) -> from_os_env().
 
 %% BUS_SPIN_US as every binding reads it, else none.
 from_os_env() ->
